@@ -1,0 +1,49 @@
+# grpcmesh — every target bootstraps .venv itself, so a fresh clone needs only Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find src examples -name '*.proto' 2>/dev/null)
+
+.PHONY: all venv protos test lint typecheck pytest demo bench test-deps clean
+
+all: test
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "grpcmesh needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP) protos
+
+protos: $(STAMP) .protos-stamp
+.protos-stamp: $(PROTOS) scripts/gen_protos.py $(STAMP)
+	$(PY) scripts/gen_protos.py
+	@touch .protos-stamp
+
+test-deps:
+	@bash scripts/install-test-deps.sh
+
+lint: venv
+	$(VENV)/bin/ruff check src tests benchmarks examples scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks examples scripts
+
+typecheck: venv
+	$(VENV)/bin/mypy --strict src
+
+pytest: venv test-deps
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test: lint typecheck pytest
+
+demo: venv
+	$(VENV)/bin/grpcmesh demo
+
+bench: venv test-deps
+	$(PY) benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .protos-stamp .mypy_cache .ruff_cache .pytest_cache

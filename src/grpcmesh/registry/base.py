@@ -1,0 +1,158 @@
+"""The registry contract every backend implements, and the pieces they share.
+
+As in Kratos, the contract is tiny: register, deregister, get, list, watch, close. A watch
+is an async iterator of *full snapshots* (never deltas): the first item is the current
+state, later items follow each change. Snapshots are sorted by instance id, so equal states
+compare equal and a watcher can skip duplicates.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+from grpcmesh.errors import RegistryClosedError
+from grpcmesh.model import ServiceInstance, check_service_name
+
+log = logging.getLogger("grpcmesh.registry")
+
+DEFAULT_TTL = 10.0
+"""Seconds a registration outlives its owner's last heartbeat."""
+
+MIN_TTL = 1.0
+
+Snapshot = list[ServiceInstance]
+
+
+@runtime_checkable
+class Registry(Protocol):
+    """What discovery, servers and the CLI need from a registry backend."""
+
+    async def register(self, instance: ServiceInstance, *, ttl: float = DEFAULT_TTL) -> None:
+        """Add or replace (same name and id) ``instance``; it lives while this registry heartbeats it."""
+
+    async def deregister(self, instance: ServiceInstance) -> None:
+        """Remove ``instance`` (by name and id); removing an absent instance is not an error."""
+
+    async def get_service(self, name: str) -> list[ServiceInstance]:
+        """The live instances of ``name``, sorted by id."""
+
+    async def list_services(self) -> list[str]:
+        """Names of services with at least one live instance, sorted."""
+
+    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        """Full snapshots of ``name``: the current state first, then one per change."""
+
+    async def close(self) -> None:
+        """Stop heartbeats, deregister what this registry registered, end watches."""
+
+    async def __aenter__(self) -> Registry: ...
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+
+def sort_snapshot(instances: Iterable[ServiceInstance]) -> list[ServiceInstance]:
+    """Canonical order of a snapshot: by id."""
+    return sorted(instances, key=lambda inst: inst.id)
+
+
+def check_ttl(ttl: float) -> float:
+    """Reject TTLs too short to heartbeat reliably."""
+    from grpcmesh.errors import InvalidInstanceError
+
+    if not ttl >= MIN_TTL:
+        raise InvalidInstanceError("ttl", f"{ttl!r} seconds is too short; use at least {MIN_TTL} second(s)")
+    return float(ttl)
+
+
+class SnapshotFeed:
+    """Latest-value fan-out of one service's snapshots to any number of watchers.
+
+    A slow watcher never blocks the producer nor queues without bound: it wakes up to the
+    newest snapshot, skipping intermediate ones it was too slow to see. Watchers only get a
+    snapshot that differs from the last one they saw.
+    """
+
+    def __init__(self) -> None:
+        self._current: Snapshot | None = None
+        self._version = 0
+        self._closed = False
+        self._changed = asyncio.Condition()
+
+    @property
+    def current(self) -> Snapshot | None:
+        return self._current
+
+    async def publish(self, snapshot: Snapshot) -> None:
+        async with self._changed:
+            if snapshot == self._current:
+                return
+            self._current = snapshot
+            self._version += 1
+            self._changed.notify_all()
+
+    async def close(self) -> None:
+        async with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def _has_news(self, seen: int) -> bool:
+        return self._closed or (self._version != seen and self._current is not None)
+
+    async def subscribe(self) -> AsyncIterator[Snapshot]:
+        seen = 0
+        while True:
+            async with self._changed:
+                await self._changed.wait_for(functools.partial(self._has_news, seen))
+                if self._version == seen or self._current is None:
+                    return
+                seen = self._version
+                snapshot = self._current
+            yield list(snapshot)
+
+
+class BaseRegistry(abc.ABC):
+    """Shared plumbing for backends: context manager, closed-state checks, argument checks."""
+
+    _closed: bool = False
+
+    async def __aenter__(self) -> BaseRegistry:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise RegistryClosedError(f"{type(self).__name__} is closed; open a new registry")
+
+    @staticmethod
+    def _check_name(name: str) -> str:
+        return check_service_name(name, "name")
+
+    @abc.abstractmethod
+    async def register(self, instance: ServiceInstance, *, ttl: float = DEFAULT_TTL) -> None: ...
+
+    @abc.abstractmethod
+    async def deregister(self, instance: ServiceInstance) -> None: ...
+
+    @abc.abstractmethod
+    async def get_service(self, name: str) -> list[ServiceInstance]: ...
+
+    @abc.abstractmethod
+    async def list_services(self) -> list[str]: ...
+
+    @abc.abstractmethod
+    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]: ...
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...

@@ -1,0 +1,61 @@
+"""The ``backend`` fixture: every registry backend the conformance suite runs against.
+
+To add a backend, add its name to ``BACKEND_NAMES`` and a branch to ``backend`` that
+returns a :class:`Backend` (starting whatever server it needs through a fixture).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from grpcmesh import Registry, open_registry
+
+BACKEND_NAMES = ["memory", "sqlite"]
+
+
+@dataclass
+class Backend:
+    name: str
+    url: str
+    multiprocess: bool
+    """True when separate processes share the store (so owner death can be tested)."""
+    corrupt: Callable[[str, str, bytes], None] | None = None
+    """Writes raw bytes as the record of (service, id), bypassing validation."""
+
+    def open(self) -> Registry:
+        return open_registry(self.url)
+
+
+def _sqlite_corrupter(path: Path) -> Callable[[str, str, bytes], None]:
+    def corrupt(service: str, instance_id: str, raw: bytes) -> None:
+        conn = sqlite3.connect(path, isolation_level=None)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(
+                "INSERT OR REPLACE INTO instances (name, id, record, owner, expires_at) VALUES (?, ?, ?, 'test', 9e18)",
+                (service, instance_id, raw.decode("utf-8", "replace")),
+            )
+            conn.execute("UPDATE revisions SET revision = revision + 1 WHERE name IN (?, '')", (service,))
+            conn.execute("INSERT OR IGNORE INTO revisions (name, revision) VALUES (?, 1)", (service,))
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    return corrupt
+
+
+@pytest.fixture(params=BACKEND_NAMES)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    name = request.param
+    if name == "memory":
+        return Backend("memory", f"memory://{uuid.uuid4().hex}", multiprocess=False)
+    if name == "sqlite":
+        path = tmp_path / "registry.db"
+        return Backend("sqlite", f"sqlite://{path}", multiprocess=True, corrupt=_sqlite_corrupter(path))
+    raise AssertionError(f"no setup for backend {name}")
