@@ -1,0 +1,17 @@
+"""The ``grpcmesh`` command line (typer + rich).
+
+Each command group lives in its own module and is mounted on :data:`app` here.
+"""
+
+from __future__ import annotations
+
+from grpcmesh.cli import registry_cmds as _registry_cmds  # noqa: F401  (registers commands)
+from grpcmesh.cli.app import app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+__all__ = ["app", "main"]
