@@ -96,17 +96,30 @@ class SqliteRegistry(BaseRegistry):
         return fn(self._conn)
 
     def _connect(self) -> sqlite3.Connection:
+        """Open the file, switch it to WAL and create the schema.
+
+        Processes racing to create a fresh file can get SQLITE_BUSY from the journal-mode
+        switch without the busy handler being consulted, so that step is retried.
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=10000")
-        with _transaction(conn):
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute("INSERT OR IGNORE INTO revisions (name, revision) VALUES (?, 0)", (_GLOBAL,))
-        return conn
+        deadline = time.monotonic() + 10.0
+        while True:
+            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
+            try:
+                conn.execute("PRAGMA busy_timeout=10000")
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                with _transaction(conn):
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute("INSERT OR IGNORE INTO revisions (name, revision) VALUES (?, 0)", (_GLOBAL,))
+                return conn
+            except sqlite3.OperationalError as exc:
+                conn.close()
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- registration -----------------------------------------------------------------
 

@@ -1,0 +1,5 @@
+"""``python -m grpcmesh.cli``."""
+
+from grpcmesh.cli import main
+
+main()
