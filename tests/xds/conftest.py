@@ -29,8 +29,15 @@ def client_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "src" / "grpcmesh" / "protos" / "echo.proto", out / "echo.proto")
     shutil.copy(Path(__file__).with_name("xds_client.py"), out / "xds_client.py")
     subprocess.run(
-        [sys.executable, "-m", "grpc_tools.protoc", f"-I{out}", f"--python_out={out}", f"--grpc_python_out={out}",
-         "echo.proto"],
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            f"-I{out}",
+            f"--python_out={out}",
+            f"--grpc_python_out={out}",
+            "echo.proto",
+        ],
         check=True,
     )
     return out

@@ -152,7 +152,8 @@ async def test_control_plane_survives_client_disconnect_and_reconnect(
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(streams_closed(), 10)
-    assert control_plane._watches is not None and control_plane._watches.watched == set()
+    assert control_plane._watches is not None
+    assert control_plane._watches.watched == set()
 
     await fleet.add("c")
     second = await start_client(client_dir, bootstrap_file)
