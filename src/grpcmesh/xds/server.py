@@ -11,7 +11,6 @@ only ends its own stream; its watches stop when no other stream needs them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -86,8 +85,10 @@ class AggregatedDiscoveryServicer(ads_pb2_grpc.AggregatedDiscoveryServiceService
             for service in watched:
                 self._watches.unsubscribe(service, on_change)
             reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, grpc.RpcError, grpc.aio.AioRpcError):
+            try:
                 await reader
+            except (asyncio.CancelledError, Exception) as exc:  # the stream is over either way
+                log.debug("xDS: request reader of %s ended with %r", session.client, exc)
             log.info("xDS: stream from %s ended", session.client)
 
     def _sync_watches(self, session: AdsSession, watched: set[str], on_change: Callable[[str], None]) -> set[str]:
