@@ -124,7 +124,7 @@ async def test_plain_grpc_client_balances_and_follows_the_registry(
         assert control_plane.servicer is not None
         (session,) = control_plane.servicer.sessions
         assert session.node_id == "plain-grpcio-client"
-        assert session.nacks == []
+        assert list(session.nacks) == []
         for type_url, state in session.states.items():
             assert state.acked_version == state.sent_version != "", type_url
     finally:

@@ -21,6 +21,7 @@ triggers a push; nonces count responses on this stream.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 from collections.abc import Iterable
@@ -37,6 +38,8 @@ from grpcmesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, R
 log = logging.getLogger("grpcmesh.xds")
 
 CONTROL_PLANE_ID = f"grpcmesh/{__version__}"
+MAX_KEPT_NACKS = 32
+"""NACKs remembered per stream for inspection (all are logged)."""
 _ABSENCE_MEANS_DELETED = frozenset({LISTENER_TYPE, CLUSTER_TYPE})
 
 
@@ -79,7 +82,7 @@ class AdsSession:
         self.peer = peer
         self.node_id = ""
         self.states: dict[str, TypeState] = {type_url: TypeState() for type_url in RESOURCE_TYPES}
-        self.nacks: list[Nack] = []
+        self.nacks: collections.deque[Nack] = collections.deque(maxlen=MAX_KEPT_NACKS)
         self._nonce = 0
 
     @property
