@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_EVENTS = 200;
-const NODE_W = 190, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16;
+const NODE_W = 210, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -106,9 +106,10 @@ function renderGraph(state) {
   }
   for (const s of state.services) {
     const p = pos.get(s.name);
-    const stats = s.registered
-      ? `${s.instances.length} instance${s.instances.length === 1 ? "" : "s"} · ${fmtRate(s.rates)}/s · p99 ${fmtLatency(s.rates)}`
-      : "no instances registered";
+    const count = `${s.instances.length} inst`;
+    const stats = !s.registered ? "no instances registered"
+      : s.rates ? `${count} · ${fmtRate(s.rates)}/s · p99 ${fmtLatency(s.rates)}`
+        : `${count} · no metrics`;
     const title = svg("title");
     title.textContent = `${s.name}: ${stats}`;
     const name = svg("text", { x: 12, y: 22, class: "name" });
