@@ -69,12 +69,13 @@ async def test_dashboard_in_headless_chromium(mesh: Mesh, browser: Browser) -> N
         # every instance is shown, and the graph has the services and their dependencies
         for key in mesh.instance_keys:
             await page.locator(row(page, key)).wait_for(state="visible", timeout=10_000)
-        for edge in ["gateway->order-service", "order-service->payment-service", "payment-service->notification-service"]:
+        edges = ["gateway->order-service", "order-service->payment-service", "payment-service->notification-service"]
+        for edge in edges:
             assert await page.locator(f'#graph [data-edge="{edge}"]').count() == 1, edge
         assert await page.locator("#graph g.node").count() == 5
         assert await page.locator("#connection").get_attribute("data-state") == "live"
         notification = page.locator(row(page, "notification-service/notification-1"))
-        assert await notification.locator("td.calls").inner_text() == "–"  # no metrics_url, no rates
+        assert await notification.locator("td.calls").inner_text() == "\N{EN DASH}"  # no metrics_url, no rates
         assert "no metrics_url" in await notification.inner_text()
 
         # under a bounded load, live rates appear without reloading the page
@@ -90,7 +91,8 @@ async def test_dashboard_in_headless_chromium(mesh: Mesh, browser: Browser) -> N
                 timeout=10_000,
             )
             order_p99 = await page.locator(row(page, "order-service/order-1")).get_attribute("data-p99")
-            assert order_p99 and float(order_p99) > 0
+            assert order_p99
+            assert float(order_p99) > 0
             assert await page.locator("#events li.added").count() >= len(mesh.instance_keys)
             await page.screenshot(path=str(ARTIFACTS / "dashboard-under-load.png"), full_page=True)
 

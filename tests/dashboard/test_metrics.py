@@ -29,7 +29,9 @@ class FakeServer:
         self.handled = Counter("grpc_server_handled_total", "h", [*LABELS, "grpc_code"], registry=self.registry)
         self.seconds = Histogram("grpc_server_handling_seconds", "s", LABELS, buckets=BUCKETS, registry=self.registry)
 
-    def record(self, n: int, seconds: float, code: str = "OK", service: str = "shop.Orders", method: str = "Get") -> None:
+    def record(
+        self, n: int, seconds: float, code: str = "OK", service: str = "shop.Orders", method: str = "Get"
+    ) -> None:
         for _ in range(n):
             self.handled.labels(service, method, "unary", code).inc()
             self.seconds.labels(service, method, "unary").observe(seconds)

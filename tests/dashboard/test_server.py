@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -24,7 +25,7 @@ def _instance(iid: str, **extra: object) -> ServiceInstance:
     return ServiceInstance(**{**fields, **extra})
 
 
-async def _sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, object]]:
+async def _sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, Any]]:
     event = ""
     async for raw in response.content:
         line = raw.decode().rstrip("\n")
@@ -34,8 +35,8 @@ async def _sse_messages(response: aiohttp.ClientResponse) -> AsyncIterator[tuple
             yield event, json.loads(line[len("data: ") :])
 
 
-async def _next(stream: AsyncIterator[tuple[str, object]], event: str, timeout: float = 5.0) -> object:
-    async def scan() -> object:
+async def _next(stream: AsyncIterator[tuple[str, Any]], event: str, timeout: float = 5.0) -> Any:
+    async def scan() -> Any:
         async for name, data in stream:
             if name == event:
                 return data
@@ -59,25 +60,29 @@ async def test_state_and_live_registry_events(tmp_path: Path) -> None:
                 assert events.headers["Content-Type"].startswith("text/event-stream")
                 stream = _sse_messages(events)
                 history = await _next(stream, "history")
-                assert [(e["kind"], e["id"]) for e in history] == [("added", "o1")]  # type: ignore[union-attr]
+                assert [(e["kind"], e["id"]) for e in history] == [("added", "o1")]
                 await _next(stream, "state")
 
                 await registry.register(_instance("o2"))
                 added = await _next(stream, "registry")
-                assert added["kind"] == "added" and added["id"] == "o2"  # type: ignore[index]
+                assert added["kind"] == "added"
+                assert added["id"] == "o2"
 
                 await registry.register(_instance("o2", version="v2"))
                 changed = await _next(stream, "registry")
-                assert changed["kind"] == "changed" and changed["version"] == "v2"  # type: ignore[index]
+                assert changed["kind"] == "changed"
+                assert changed["version"] == "v2"
 
                 # a new service appears through the periodic re-listing
                 await registry.register(ServiceInstance(name="payments", id="p1", address="127.0.0.1", port=7001))
                 added = await _next(stream, "registry")
-                assert added["service"] == "payments" and added["kind"] == "added"  # type: ignore[index]
+                assert added["service"] == "payments"
+                assert added["kind"] == "added"
 
                 await registry.deregister(_instance("o1"))
                 removed = await _next(stream, "registry")
-                assert removed["kind"] == "removed" and removed["id"] == "o1"  # type: ignore[index]
+                assert removed["kind"] == "removed"
+                assert removed["id"] == "o1"
 
 
 async def test_page_is_self_contained_and_guarded(tmp_path: Path) -> None:
