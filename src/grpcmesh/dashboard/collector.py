@@ -138,6 +138,9 @@ class MeshCollector:
     async def _scrape_loop(self) -> None:
         while True:
             started = time.monotonic()
-            await self.scraper.scrape(self.view.metrics_urls())
+            try:
+                await self.scraper.scrape(self.view.metrics_urls())
+            except Exception:  # a dashboard keeps showing the registry even if scraping breaks
+                log.exception("scraping metrics failed; will retry")
             self.hub.publish("state", self.state_json())
             await asyncio.sleep(max(0.0, self.scrape_interval - (time.monotonic() - started)))
