@@ -1,0 +1,23 @@
+"""An xDS control plane fed by the registry: gRPC clients in any language dial ``xds:///NAME``.
+
+``XdsServer`` / ``serve_xds`` run the ADS server; ``bootstrap_json`` writes the file a
+client's ``GRPC_XDS_BOOTSTRAP`` points to. ``resources`` builds the Listener, Route,
+Cluster and ClusterLoadAssignment resources; ``session`` is the per-stream protocol state
+machine; ``watches`` shares one registry watch per service among all streams.
+"""
+
+from grpcmesh.xds.bootstrap import DEFAULT_NODE_ID, bootstrap, bootstrap_json
+from grpcmesh.xds.server import AggregatedDiscoveryServicer, XdsServer, serve_xds
+from grpcmesh.xds.session import AdsSession
+from grpcmesh.xds.watches import RegistryWatches
+
+__all__ = [
+    "DEFAULT_NODE_ID",
+    "AdsSession",
+    "AggregatedDiscoveryServicer",
+    "RegistryWatches",
+    "XdsServer",
+    "bootstrap",
+    "bootstrap_json",
+    "serve_xds",
+]
