@@ -18,7 +18,6 @@ at registration with an error naming ``metadata``.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,8 +27,6 @@ from grpcmesh.model import ServiceInstance, decode_instance, encode_instance
 META_MAX_PAIRS = 64
 META_KEY_MAX_LENGTH = 128
 META_VALUE_MAX_LENGTH = 512
-META_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-META_RESERVED_PREFIX = "consul-"
 
 CHUNK_COUNT_KEY = "grpcmesh-chunks"
 CHUNK_KEY_PREFIX = "grpcmesh-"
@@ -81,18 +78,3 @@ def decode_meta(meta: Mapping[str, Any]) -> ServiceInstance:
             raise InvalidRecordError(f"Meta {chunk_key(index)} is missing (record has {raw_count} chunks)")
         parts.append(part)
     return decode_instance("".join(parts))
-
-
-def check_meta(meta: Mapping[str, str]) -> None:
-    """Raise ``ValueError`` if ``meta`` breaks one of Consul's documented limits (used by tests and the stand-in)."""
-    if len(meta) > META_MAX_PAIRS:
-        raise ValueError(f"Meta has {len(meta)} pairs; Consul allows {META_MAX_PAIRS}")
-    for key, value in meta.items():
-        if not key or not META_KEY_RE.match(key):
-            raise ValueError(f"Meta key {key!r} contains invalid characters")
-        if len(key) > META_KEY_MAX_LENGTH:
-            raise ValueError(f"Meta key {key[:20]!r}... is too long (limit: {META_KEY_MAX_LENGTH} characters)")
-        if key.startswith(META_RESERVED_PREFIX):
-            raise ValueError(f"Meta key prefix {META_RESERVED_PREFIX!r} is reserved for internal use")
-        if not isinstance(value, str) or len(value.encode()) > META_VALUE_MAX_LENGTH:
-            raise ValueError(f"Meta value for {key!r} is not a string of at most {META_VALUE_MAX_LENGTH} bytes")
