@@ -48,6 +48,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -130,6 +131,8 @@ class RecordedRequest:
     query: dict[str, str]
     body: Any
     token_sent: bool
+    at: float
+    """``time.monotonic()`` when the request arrived."""
 
 
 @dataclass
@@ -333,7 +336,9 @@ class ConsulStandIn:
             except ValueError as exc:
                 return web.Response(status=400, text=f"Request decode failed: {exc}")
         sent = request.headers.get("X-Consul-Token")
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.query), body, sent is not None))
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.query), body, sent is not None, time.monotonic())
+        )
         if self.token is not None:
             if sent is None:
                 return web.Response(status=403, text="Permission denied: anonymous token lacks permission")
