@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -56,7 +57,6 @@ _REQUEST_TIMEOUT = 10.0
 _BACKOFF_FIRST = 0.1
 _BACKOFF_MAX = 5.0
 _HEARTBEAT_CONCURRENCY = 16
-_WORST_FIRST = {"critical": HealthStatus.NOT_SERVING, "maintenance": HealthStatus.NOT_SERVING}
 
 
 @dataclass(frozen=True)
@@ -279,6 +279,7 @@ class ConsulRegistry(BaseRegistry):
         return sort_snapshot(instances)
 
     async def get_service(self, name: str) -> list[ServiceInstance]:
+        """One non-blocking read of ``/v1/health/service/:name``; health folded in from the checks."""
         self._check_name(name)
         instances, _ = await self._health(name)
         return instances
@@ -292,6 +293,7 @@ class ConsulRegistry(BaseRegistry):
         return sorted(name for name in reply.data if name != CONSUL_SERVICE and _is_service_name(name))
 
     async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        """One blocking-query loop per watched name, shared by its watchers, stopped with the last."""
         self._check_name(name)
         self._ensure_open()
         if name not in self._feeds:
@@ -419,7 +421,7 @@ class TokenBucket:
 def health_from_checks(registered: HealthStatus, checks: Any) -> HealthStatus:
     """Worst of the registered health and every check on the entry (service and node checks)."""
     statuses = {str(c.get("Status", "")) for c in checks if isinstance(c, dict)} if isinstance(checks, list) else set()
-    if statuses & set(_WORST_FIRST):
+    if "critical" in statuses:  # maintenance mode is a critical check too
         return HealthStatus.NOT_SERVING
     if "warning" in statuses and registered is HealthStatus.SERVING:
         return HealthStatus.UNKNOWN
@@ -444,7 +446,7 @@ def _entry_instance(name: str, entry: Any) -> ServiceInstance:
 
 def _foreign_instance(entry: dict[str, Any], service: dict[str, Any], meta: dict[str, Any]) -> ServiceInstance:
     """Best effort for services registered by other tools (e.g. the seed's Go code)."""
-    node = entry.get("Node") if isinstance(entry.get("Node"), dict) else {}
+    node = entry.get("Node") if isinstance(entry.get("Node"), dict) else None
     tags = service.get("Tags") or []
     weights = service.get("Weights") or {}
 
@@ -484,8 +486,6 @@ def _index(headers: Mapping[str, str]) -> int:
 
 
 def _json(text: str, method: str, path: str) -> Any:
-    import json
-
     try:
         return json.loads(text)
     except ValueError:
