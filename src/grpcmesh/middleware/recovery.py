@@ -38,10 +38,18 @@ class RecoveryInterceptor(_ServerInterceptor):
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
     ) -> Handler:
-        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        try:
+            handler = await continuation(handler_call_details)
+        except Exception:  # a later interceptor failed before any handler ran
+            reference = self._log_failure("server interceptor failed for %s", method)
+
+            async def failed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await context.abort(grpc.StatusCode.INTERNAL, _details(method, reference))
+
+            return grpc.unary_unary_rpc_method_handler(failed)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return handler
-        method = handler_call_details.method
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method), handler.request_deserializer, handler.response_serializer
@@ -94,6 +102,15 @@ class RecoveryInterceptor(_ServerInterceptor):
         return guarded
 
     async def _recover(self, method: str, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        reference = self._log_failure("unhandled exception in %s", method)
+        await context.abort(grpc.StatusCode.INTERNAL, _details(method, reference))
+
+    def _log_failure(self, message: str, method: str) -> str:
+        """Log the current exception with a fresh reference; return the reference."""
         reference = uuid.uuid4().hex[:12]
-        self._log.exception("unhandled exception in %s (ref %s); answering INTERNAL", method, reference)
-        await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (ref {reference})")
+        self._log.exception(message + " (ref %s); answering INTERNAL", method, reference)
+        return reference
+
+
+def _details(method: str, reference: str) -> str:
+    return f"internal error in {method} (ref {reference})"

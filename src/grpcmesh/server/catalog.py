@@ -56,7 +56,10 @@ class RecordingServer(_aio_server.Server):
         maximum_concurrent_rpcs: int | None = None,
         migration_thread_pool: Executor | None = None,
     ) -> None:
-        super().__init__(migration_thread_pool, (), tuple(interceptors), tuple(options), maximum_concurrent_rpcs, None)
+        # grpc enables SO_REUSEPORT by default, letting a second server silently share a busy
+        # port; a registered service must own its port, so it is off unless asked for.
+        merged = (("grpc.so_reuseport", 0), *options)
+        super().__init__(migration_thread_pool, (), tuple(interceptors), merged, maximum_concurrent_rpcs, None)
         self.catalog = ServiceCatalog()
 
     def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
