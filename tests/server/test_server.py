@@ -170,7 +170,7 @@ async def test_a_failing_interceptor_is_recovered_too(mesh: Mesh) -> None:
 
 
 async def test_graceful_stop_finishes_in_flight_calls(mesh: Mesh, registry: Registry) -> None:
-    server = await echo_server(mesh, propagation_delay=0.3, shutdown_grace=10)
+    server = await echo_server(mesh, propagation_delay=0.3, shutdown_grace=30)
     await server.start()
     async with grpc.aio.insecure_channel(server.target) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
@@ -186,8 +186,10 @@ async def test_graceful_stop_finishes_in_flight_calls(mesh: Mesh, registry: Regi
         assert not stopping.done()  # still draining
         assert (await slow).message == "slow"
         assert [r.index async for r in streaming] == [0, 1, 2]
-        await asyncio.wait_for(stopping, 10)
-        watch.cancel()
+        # The open health Watch stream must not hold the drain for the whole 30 s grace.
+        await asyncio.wait_for(stopping, 15)
+        assert await watch.read() is grpc.aio.EOF
+        assert await watch.code() is grpc.StatusCode.OK
     assert not server.running
     with socket.socket() as sock:
         assert sock.connect_ex(("127.0.0.1", server.port)) != 0  # the listener is closed

@@ -9,7 +9,8 @@ Stop (``stop()``, SIGTERM or SIGINT), ordered so no call that has started fails:
 1. health goes NOT_SERVING (health watchers are told) and the registration says so;
 2. the instance is deregistered, so discovery drops it;
 3. wait ``propagation_delay`` while still serving, for clients to stop picking us;
-4. ``grpc.aio.Server.stop(shutdown_grace)``: no new calls, in-flight calls may finish.
+4. end health ``Watch`` streams, then ``grpc.aio.Server.stop(shutdown_grace)``: no new
+   calls, in-flight calls may finish.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from grpcmesh.errors import MeshError, RegistryError, ServerError
@@ -33,6 +33,7 @@ from grpcmesh.middleware.recovery import RecoveryInterceptor
 from grpcmesh.model import HealthStatus, ServiceInstance
 from grpcmesh.registry import Registry
 from grpcmesh.server.catalog import RecordingServer
+from grpcmesh.server.health import DrainingHealthServicer
 from grpcmesh.server.readiness import DependencyReadiness
 from grpcmesh.server.settings import ServerSettings
 from grpcmesh.server.tls import load_server_credentials
@@ -83,7 +84,7 @@ class MeshServer:
         self.grpc = cast(grpc.aio.Server, self._recording)
         """The ``grpc.aio.Server``: pass it to ``add_XServicer_to_server``."""
         self._credentials = credentials
-        self.health = HealthServicer()
+        self.health = DrainingHealthServicer()
         self._state = _State.NEW
         self._lock = asyncio.Lock()
         self._stopped = asyncio.Event()
@@ -257,6 +258,7 @@ class MeshServer:
                 log.warning("%s could not deregister (it expires after its TTL): %s", name, exc)
         if self.settings.propagation_delay > 0:
             await asyncio.sleep(self.settings.propagation_delay)
+        self.health.end_watches()  # health watchers have seen NOT_SERVING; don't let them hold the drain
         await self.grpc.stop(grace)
         log.info("%s stopped", name)
 
