@@ -208,3 +208,11 @@ def test_durations(text: str | int, seconds: float) -> None:
 def test_bad_durations(text: object) -> None:
     with pytest.raises(ValueError, match=r"duration|range"):
         parse_duration(text)
+
+
+def test_readme_example_loads() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("### Configuration", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = parse_config(example, source="README.md", env={"SERVICE_AUTH_KEY": "k"})
+    assert config.registry.resolved_url == "consul://localhost:8500"
+    assert config.security.allowed_callers == {"order-service": ["/user.v1.UserService/*"]}
