@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from grpcmesh import Registry, open_registry
+from tests.etcd_server import EtcdCluster, etcd_cluster, etcd_private_server, etcd_server  # noqa: F401
 
-BACKEND_NAMES = ["memory", "sqlite"]
+BACKEND_NAMES = ["memory", "sqlite", "etcd"]
 
 
 @dataclass
@@ -50,6 +51,13 @@ def _sqlite_corrupter(path: Path) -> Callable[[str, str, bytes], None]:
     return corrupt
 
 
+def _etcd_corrupter(cluster: EtcdCluster, prefix: str) -> Callable[[str, str, bytes], None]:
+    def corrupt(service: str, instance_id: str, raw: bytes) -> None:
+        cluster.etcdctl("put", f"{prefix}/{service}/{instance_id}", stdin=raw)
+
+    return corrupt
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name = request.param
@@ -58,4 +66,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "sqlite":
         path = tmp_path / "registry.db"
         return Backend("sqlite", f"sqlite://{path}", multiprocess=True, corrupt=_sqlite_corrupter(path))
+    if name == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd_server")
+        prefix = f"/test-{uuid.uuid4().hex[:12]}"  # one shared server: each test under its own prefix
+        return Backend("etcd", cluster.url(prefix), multiprocess=True, corrupt=_etcd_corrupter(cluster, prefix))
     raise AssertionError(f"no setup for backend {name}")
