@@ -7,7 +7,7 @@ when it is missing the fixtures fail, saying so, rather than skipping.
 
 Import the fixtures into a ``conftest.py`` to use them::
 
-    from tests.etcd_server import etcd_cluster, etcd_server  # noqa: F401
+    from tests.etcd_server import etcd_cluster, etcd_cluster_processes, etcd_private_server, etcd_server  # noqa: F401
 """
 
 from __future__ import annotations
@@ -191,16 +191,16 @@ def etcd_private_server(tmp_path: Path) -> Iterator[EtcdCluster]:
 
 
 @pytest.fixture(scope="session")
-def _etcd_cluster_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+def etcd_cluster_processes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
     cluster = start_cluster(tmp_path_factory.mktemp("etcd-cluster"), 3)
     yield cluster
     cluster.stop()
 
 
 @pytest.fixture
-def etcd_cluster(_etcd_cluster_session: EtcdCluster) -> Iterator[EtcdCluster]:
+def etcd_cluster(etcd_cluster_processes: EtcdCluster) -> Iterator[EtcdCluster]:
     """A three-member cluster; members a test killed are restarted (with their data) after it."""
-    cluster = _etcd_cluster_session
+    cluster = etcd_cluster_processes
     yield cluster
     stopped = [m for m in cluster.members if not m.running]
     for member in stopped:

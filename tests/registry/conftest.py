@@ -15,7 +15,13 @@ from pathlib import Path
 import pytest
 
 from grpcmesh import Registry, open_registry
-from tests.etcd_server import EtcdCluster, etcd_cluster, etcd_private_server, etcd_server  # noqa: F401
+from tests.etcd_server import (  # noqa: F401 - fixtures used by the etcd tests
+    EtcdCluster,
+    etcd_cluster,
+    etcd_cluster_processes,
+    etcd_private_server,
+    etcd_server,
+)
 
 BACKEND_NAMES = ["memory", "sqlite", "etcd"]
 

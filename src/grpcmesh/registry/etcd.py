@@ -135,7 +135,7 @@ class EtcdRegistry(BaseRegistry):
     async def _put(self, lease: _Lease, instance: ServiceInstance) -> None:
         key, value = self._key(instance), encode_instance(instance)
         for _ in range(3):
-            lease_id = await self._lease_id(lease)
+            lease_id = await self._lease_id(lease, f"registering {instance.name}/{instance.id}")
             try:
                 await self._client.call(
                     f"registering {instance.name}/{instance.id}",
@@ -146,14 +146,14 @@ class EtcdRegistry(BaseRegistry):
                 await self._recover(lease, lease_id)
         raise RegistryError(f"etcd kept losing the lease while registering {instance.name}/{instance.id}")
 
-    async def _lease_id(self, lease: _Lease) -> int:
+    async def _lease_id(self, lease: _Lease, why: str) -> int:
         if lease.id is not None:
             return lease.id
         async with lease.lock:
             if lease.id is not None:
                 return lease.id
             new_id, lease.granted_ttl = await self._client.call(
-                f"granting a {lease.ttl}s lease", lambda s, t: s.grant(lease.ttl, t)
+                f"{why} (granting a {lease.ttl}s lease)", lambda s, t: s.grant(lease.ttl, t)
             )
             lease.id = new_id
             return new_id
