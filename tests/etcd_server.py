@@ -7,7 +7,9 @@ when it is missing the fixtures fail, saying so, rather than skipping.
 
 Import the fixtures into a ``conftest.py`` to use them::
 
-    from tests.etcd_server import etcd_cluster, etcd_cluster_processes, etcd_private_server, etcd_server  # noqa: F401
+    from tests.etcd_server import (  # noqa: F401
+        etcd_cluster, etcd_cluster_processes, etcd_private_server, etcd_server, etcd_tls_server
+    )
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import time
 import urllib.request
@@ -27,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
+from tests.pki import TestPki, make_pki
 
 INSTALL_HINT = "run scripts/install-test-deps.sh (make test does) to install Debian's etcd-server and etcd-client"
 
@@ -46,6 +50,12 @@ class EtcdMember:
     peer_port: int
     data_dir: Path
     proc: subprocess.Popen[bytes] | None = None
+    pki: TestPki | None = None
+    """When set, clients must use TLS with a client certificate."""
+
+    @property
+    def client_url(self) -> str:
+        return f"{'https' if self.pki else 'http'}://{self.endpoint}"
 
     @property
     def endpoint(self) -> str:
@@ -61,7 +71,11 @@ class EtcdMember:
 
     def healthy(self) -> bool:
         try:
-            with urllib.request.urlopen(f"http://{self.endpoint}/health", timeout=0.5) as reply:
+            context = None
+            if self.pki is not None:
+                context = ssl.create_default_context(cafile=str(self.pki.ca))
+                context.load_cert_chain(self.pki.client_cert, self.pki.client_key)
+            with urllib.request.urlopen(f"{self.client_url}/health", timeout=0.5, context=context) as reply:
                 return bool(json.loads(reply.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
@@ -95,8 +109,8 @@ class EtcdCluster:
                     etcd_binary(),
                     "--name", member.name,
                     "--data-dir", str(member.data_dir),
-                    "--listen-client-urls", f"http://{member.endpoint}",
-                    "--advertise-client-urls", f"http://{member.endpoint}",
+                    "--listen-client-urls", member.client_url,
+                    "--advertise-client-urls", member.client_url,
                     "--listen-peer-urls", member.peer_url,
                     "--initial-advertise-peer-urls", member.peer_url,
                     "--initial-cluster", initial,
@@ -104,12 +118,24 @@ class EtcdCluster:
                     "--initial-cluster-state", "new",
                     "--logger", "zap",
                     "--log-level", "warn",
+                    *self._tls_args(member),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )  # fmt: skip
         finally:
             log.close()
+
+    @staticmethod
+    def _tls_args(member: EtcdMember) -> list[str]:
+        if member.pki is None:
+            return []
+        return [
+            "--cert-file", str(member.pki.server_cert),
+            "--key-file", str(member.pki.server_key),
+            "--trusted-ca-file", str(member.pki.ca),
+            "--client-cert-auth",
+        ]  # fmt: skip
 
     def wait_healthy(self, members: list[EtcdMember] | None = None, timeout: float = 30.0) -> None:
         """Block until every member (or ``members``) reports healthy (has a leader)."""
@@ -146,8 +172,12 @@ class EtcdCluster:
     def etcdctl(self, *args: str, stdin: bytes | None = None) -> str:
         """Run ``etcdctl`` against the cluster; returns its stdout."""
         env = {**os.environ, "ETCDCTL_API": "3"}
+        pki = self.members[0].pki
+        tls = []
+        if pki is not None:
+            tls = ["--cacert", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
         result = subprocess.run(
-            [etcd_binary("etcdctl"), "--endpoints", self.endpoints, *args],
+            [etcd_binary("etcdctl"), "--endpoints", self.endpoints, *tls, *args],
             input=stdin,
             capture_output=True,
             env=env,
@@ -159,10 +189,14 @@ class EtcdCluster:
         return result.stdout.decode()
 
 
-def start_cluster(base: Path, size: int) -> EtcdCluster:
-    """Start ``size`` members under ``base`` and wait until they are healthy."""
+def start_cluster(base: Path, size: int, *, tls: bool = False) -> EtcdCluster:
+    """Start ``size`` members under ``base`` and wait until they are healthy.
+
+    With ``tls``, clients must present a certificate from a CA written to ``base / "pki"``.
+    """
     etcd_binary()
-    members = [EtcdMember(f"m{i}", free_port(), free_port(), base / f"m{i}.data") for i in range(size)]
+    pki = make_pki(base / "pki") if tls else None
+    members = [EtcdMember(f"m{i}", free_port(), free_port(), base / f"m{i}.data", pki=pki) for i in range(size)]
     cluster = EtcdCluster(members)
     try:
         for member in members:
@@ -186,6 +220,14 @@ def etcd_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluste
 def etcd_private_server(tmp_path: Path) -> Iterator[EtcdCluster]:
     """A single etcd node of the test's own (for tests that kill or wipe it)."""
     cluster = start_cluster(tmp_path / "etcd", 1)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def etcd_tls_server(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A single etcd node that requires TLS with a client certificate (see ``members[0].pki``)."""
+    cluster = start_cluster(tmp_path / "etcd", 1, tls=True)
     yield cluster
     cluster.stop()
 

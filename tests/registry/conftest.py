@@ -21,6 +21,7 @@ from tests.etcd_server import (  # noqa: F401 - fixtures used by the etcd tests
     etcd_cluster_processes,
     etcd_private_server,
     etcd_server,
+    etcd_tls_server,
 )
 
 BACKEND_NAMES = ["memory", "sqlite", "etcd"]

@@ -243,6 +243,25 @@ async def test_username_and_password(etcd_private_server: EtcdCluster) -> None:
             await anonymous.get_service("auth-service")
 
 
+async def test_tls_with_a_client_certificate(etcd_tls_server: EtcdCluster) -> None:
+    pki = etcd_tls_server.members[0].pki
+    assert pki is not None
+    url = etcd_tls_server.url(unique_prefix())
+    files = {"ca": str(pki.ca), "cert": str(pki.client_cert), "key": str(pki.client_key)}
+    async with open_registry(url, **files) as reg:
+        await reg.register(inst("tls-service", "t"))
+        stream = aiter(reg.watch("tls-service"))
+        assert ids(await next_matching(stream, lambda s: True)) == ["t"]
+        await reg.register(inst("tls-service", "u"))
+        assert ids(await next_matching(stream, lambda s: "u" in ids(s))) == ["t", "u"]
+    async with open_registry(url, timeout=1) as plaintext:
+        with pytest.raises(RegistryUnavailableError):
+            await plaintext.get_service("tls-service")
+    async with open_registry(url, ca=str(pki.ca), timeout=1) as no_client_cert:
+        with pytest.raises(RegistryUnavailableError):
+            await no_client_cert.get_service("tls-service")
+
+
 @pytest.mark.parametrize(
     ("url", "options", "message"),
     [
