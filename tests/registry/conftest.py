@@ -17,9 +17,17 @@ from pathlib import Path
 import pytest
 
 from grpcmesh import Registry, open_registry
+from tests.etcd_server import (  # noqa: F401 - fixtures used by the etcd tests
+    EtcdCluster,
+    etcd_cluster,
+    etcd_cluster_processes,
+    etcd_private_server,
+    etcd_server,
+    etcd_tls_server,
+)
 from tests.registry.consul_standin import ConsulStandIn
 
-BACKEND_NAMES = ["memory", "sqlite", "consul"]
+BACKEND_NAMES = ["memory", "sqlite", "etcd", "consul"]
 
 
 @dataclass
@@ -69,6 +77,11 @@ def _consul_corrupter(standin: ConsulStandIn) -> Callable[[str, str, bytes], Non
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
+
+def _etcd_corrupter(cluster: EtcdCluster, prefix: str) -> Callable[[str, str, bytes], None]:
+    def corrupt(service: str, instance_id: str, raw: bytes) -> None:
+        cluster.etcdctl("put", f"{prefix}/{service}/{instance_id}", stdin=raw)
+
     return corrupt
 
 
@@ -93,4 +106,8 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
         # 200 ms after their check goes critical (real Consul waits at least a minute).
         url = f"consul://{standin.address}?check=ttl&deregister_after=200ms"
         return Backend("consul", url, multiprocess=True, corrupt=_consul_corrupter(standin))
+    if name == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd_server")
+        prefix = f"/test-{uuid.uuid4().hex[:12]}"  # one shared server: each test under its own prefix
+        return Backend("etcd", cluster.url(prefix), multiprocess=True, corrupt=_etcd_corrupter(cluster, prefix))
     raise AssertionError(f"no setup for backend {name}")
