@@ -208,7 +208,7 @@ class _Demo:
         self.traffic = await spawn(
             "traffic",
             self.system.traffic_argv(self.options.rate),
-            self.system.env(),
+            self.system.env(serving=False),
             log_path=self.system.logs_dir / "traffic.log",
             capture_stdout=True,
         )

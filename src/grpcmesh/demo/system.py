@@ -53,19 +53,23 @@ class DemoSystem:
     def logs_dir(self) -> Path:
         return self.workdir / "logs"
 
-    def env(self) -> dict[str, str]:
-        """The children's environment: the shop importable, every config key the demo needs overridden."""
+    def env(self, *, serving: bool = True) -> dict[str, str]:
+        """A child's environment: the shop importable, the config keys the demo needs overridden.
+
+        ``serving`` children (the services) also get free ports for gRPC and metrics; the
+        traffic generator's config has no ``service`` section and must not grow one.
+        """
         env = dict(os.environ)
         env.update(
             PYTHONPATH=os.pathsep.join(p for p in (str(self.shop_dir), env.get("PYTHONPATH", "")) if p),
             PYTHONUNBUFFERED="1",
             GRPCMESH_REGISTRY=self.registry_url,
             GRPCMESH_REGISTRY_DEREGISTER_AFTER=self.ttl,
-            GRPCMESH_SERVICE_PORT="0",
-            GRPCMESH_METRICS_PROMETHEUS_PORT="0",
             SERVICE_AUTH_KEY=self.auth_key,
             SHOP_DATA_DIR=str(self.workdir / "data"),
         )
+        if serving:
+            env.update(GRPCMESH_SERVICE_PORT="0", GRPCMESH_METRICS_PROMETHEUS_PORT="0")
         return env
 
     @staticmethod
