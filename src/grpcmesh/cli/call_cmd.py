@@ -17,7 +17,6 @@ from google.protobuf import json_format
 
 from grpcmesh.cli.app import RegistryOption, app, registry_url
 from grpcmesh.cli.reflection import ReflectionClient, invoke
-from grpcmesh.client import MeshChannel
 from grpcmesh.errors import MeshError
 from grpcmesh.registry import open_registry
 
@@ -40,6 +39,8 @@ def parse_headers(headers: list[str], auth_key: str | None) -> tuple[tuple[str, 
 async def _call(
     url: str, name: str, method_spec: str, body: str, timeout: float, metadata: tuple[tuple[str, str], ...]
 ) -> list[str]:
+    from grpcmesh.client import MeshChannel  # the client stack is only imported when a call is made
+
     async with open_registry(url) as registry:
         channel = MeshChannel(registry, name)
         try:
