@@ -335,4 +335,5 @@ class _Demo:
             rows=self.observer.rows(),
             events=lines,
             chaos=chaos,
+            killed={event.instance_id for event in self.summary.chaos},
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from rich.console import Group, RenderableType
 from rich.panel import Panel
@@ -25,7 +25,8 @@ def _number(value: float | int | None, fmt: str = "{:g}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
-def instances_table(rows: Sequence[InstanceRow]) -> Table:
+def instances_table(rows: Sequence[InstanceRow], killed: Collection[str] = ()) -> Table:
+    """One row per registered instance; ``killed`` ids (SIGKILLed, still listed until their TTL ends) in red."""
     table = Table(expand=False, title_justify="left", pad_edge=False)
     for column, justify in (
         ("service", "left"),
@@ -44,16 +45,22 @@ def instances_table(rows: Sequence[InstanceRow]) -> Table:
     for row in rows:
         inst = row.instance
         style = _HEALTH_STYLE.get(inst.health, "yellow")
+        health = Text(inst.health.value, style=style)
+        if inst.id in killed:
+            health = Text("KILLED", style="bold red")
+        elif row.metrics_problem and row.metrics_problem.startswith("scrape failed"):
+            health = Text(f"{inst.health.value}?", style="red")
         errors = row.errors_total
+        dead = inst.id in killed
         table.add_row(
             inst.name if inst.name != previous else "",
             inst.id[:12],
             inst.target,
             inst.version or "-",
-            Text(inst.health.value, style=style),
-            _number(row.calls_per_second, "{:.1f}"),
-            _ms(row.p50_ms),
-            _ms(row.p99_ms),
+            health,
+            "-" if dead else _number(row.calls_per_second, "{:.1f}"),
+            "-" if dead else _ms(row.p50_ms),
+            "-" if dead else _ms(row.p99_ms),
             _number(row.calls_total, "{:d}"),
             Text(_number(errors, "{:d}"), style="red" if errors else "green"),
         )
@@ -84,6 +91,7 @@ def render(
     rows: Sequence[InstanceRow],
     events: Sequence[str],
     chaos: str,
+    killed: Collection[str] = (),
 ) -> RenderableType:
     """The whole screen."""
     elapsed = f"{time.monotonic() - started:5.1f}s" if started is not None else "starting"
@@ -91,6 +99,6 @@ def render(
     log = Text("\n".join(events[-6:]) or "(no events yet)", style="dim")
     return Group(
         Panel(header, title=f"{title} — {phase} — {elapsed}", title_align="left"),
-        instances_table(rows),
+        instances_table(rows, killed),
         Panel(log, title="events", title_align="left"),
     )
