@@ -48,6 +48,7 @@ def demo_command(
     except MeshError as exc:
         console.print(f"[red]demo failed:[/red] {exc}")
         raise typer.Exit(1) from exc
+    console.print()
     for line in summary.lines():
         console.print(line, highlight=False, markup=False)
     if summary_json is not None:

@@ -242,7 +242,7 @@ class _Demo:
         assert self.started is not None
         at = time.monotonic() - self.started
         await victim.kill()
-        self._note(f"chaos: SIGKILL {name} {inst.id[:12]} (pid {victim.pid}); starting a replacement")
+        self._note(f"chaos: SIGKILL {name} {inst.id[:8]} (pid {victim.pid}); starting a replacement")
         replacement = await self._start_service(name)
         self.summary.chaos.append(ChaosEvent(name, inst.id, victim.pid, round(at, 2), replacement.pid))
         self._kill_times[replacement.label] = time.monotonic()
@@ -264,7 +264,7 @@ class _Demo:
                     inst.id,
                     round(after, 2),
                 )
-                self._note(f"chaos: replacement {event.service} {inst.id[:12]} SERVING after {after:.1f}s")
+                self._note(f"chaos: replacement {event.service} {inst.id[:8]} SERVING after {after:.1f}s")
 
     # -- shutdown ----------------------------------------------------------------------
 
@@ -305,8 +305,7 @@ class _Demo:
         events = [
             (
                 e.at,
-                f"{e.kind.value:7} {e.instance.name} {e.instance.id[:12]} {e.instance.target} "
-                f"{e.instance.health.value}",
+                f"{e.kind.value:7} {e.instance.name} {e.instance.id[:8]} {e.instance.target} {e.instance.health.value}",
             )
             for e in self.observer.view.events
         ]
@@ -318,7 +317,7 @@ class _Demo:
             chaos = "off (--no-chaos)"
         elif self.summary.chaos:
             last = self.summary.chaos[-1]
-            chaos = f"killed {last.service} {last.instance_id[:12]} at {last.at_s:.1f}s; " + (
+            chaos = f"killed {last.service} {last.instance_id[:8]} at {last.at_s:.1f}s; " + (
                 f"replacement SERVING after {last.replacement_serving_after_s:.1f}s"
                 if last.replacement_serving_after_s is not None
                 else "replacement starting"

@@ -65,8 +65,9 @@ class DemoSummary:
         for event in self.chaos:
             after = event.replacement_serving_after_s
             lines.append(
-                f"  chaos: killed {event.service} {event.instance_id} (pid {event.pid}) with SIGKILL at "
-                f"{event.at_s:.1f}s; replacement {event.replacement_id or '(pid ' + str(event.replacement_pid) + ')'} "
-                + (f"serving after {after:.1f}s" if after is not None else "not serving yet")
+                f"  chaos: killed {event.service} {event.instance_id[:8]} (pid {event.pid}) with SIGKILL at "
+                f"{event.at_s:.1f}s;\n         replacement "
+                f"{event.replacement_id[:8] or 'pid ' + str(event.replacement_pid)} "
+                + (f"SERVING after {after:.1f}s" if after is not None else "not SERVING yet")
             )
         return lines

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Collection, Sequence
 
+from rich import box
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.table import Table
@@ -27,7 +28,7 @@ def _number(value: float | int | None, fmt: str = "{:g}") -> str:
 
 def instances_table(rows: Sequence[InstanceRow], killed: Collection[str] = ()) -> Table:
     """One row per registered instance; ``killed`` ids (SIGKILLed, still listed until their TTL ends) in red."""
-    table = Table(expand=False, title_justify="left", pad_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, expand=False, pad_edge=False, collapse_padding=True)
     for column, justify in (
         ("service", "left"),
         ("instance", "left"),
@@ -40,7 +41,7 @@ def instances_table(rows: Sequence[InstanceRow], killed: Collection[str] = ()) -
         ("calls", "right"),
         ("errors", "right"),
     ):
-        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+        table.add_column(column, justify=justify, no_wrap=True, min_width=len(column))  # type: ignore[arg-type]
     previous = ""
     for row in rows:
         inst = row.instance
@@ -54,7 +55,7 @@ def instances_table(rows: Sequence[InstanceRow], killed: Collection[str] = ()) -
         dead = inst.id in killed
         table.add_row(
             inst.name if inst.name != previous else "",
-            inst.id[:12],
+            inst.id[:8],
             inst.target,
             inst.version or "-",
             health,
