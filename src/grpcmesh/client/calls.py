@@ -83,6 +83,12 @@ def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - _now()
 
 
+def _mark_retrieved(task: asyncio.Task[Any]) -> None:
+    """Like a grpc.aio call, a mesh call nobody awaits must not log "exception never retrieved"."""
+    if not task.cancelled():
+        task.exception()
+
+
 def _deadline_error(spec: MethodSpec) -> MeshRpcError:
     return MeshRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {spec.method} could be sent")
 
@@ -97,6 +103,7 @@ class _MeshCall:
         self._call: Any = None
         self._error: BaseException | None = None
         self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._start())
+        self._task.add_done_callback(_mark_retrieved)
 
     async def _start(self) -> Any:
         raise NotImplementedError
