@@ -15,7 +15,6 @@ from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.testing import EchoServicer
 from tests.client.conftest import SERVICE, StartInstance
-from tests.client.util import wait_for_endpoints
 
 
 async def test_generated_stub_works_for_all_four_rpc_kinds(registry: Registry, start_instance: StartInstance) -> None:
@@ -25,7 +24,8 @@ async def test_generated_stub_works_for_all_four_rpc_kinds(registry: Registry, s
         stub = echo_pb2_grpc.EchoStub(channel)
 
         reply = await stub.Unary(echo_pb2.EchoRequest(message="one"), timeout=5)
-        assert reply.message == "one" and reply.instance_id in {"a", "b"}
+        assert reply.message == "one"
+        assert reply.instance_id in {"a", "b"}
 
         streamed = [r async for r in stub.ServerStream(echo_pb2.EchoRequest(message="s", count=3), timeout=5)]
         assert [r.index for r in streamed] == [0, 1, 2]
@@ -42,7 +42,8 @@ async def test_generated_stub_works_for_all_four_rpc_kinds(registry: Registry, s
                 yield echo_pb2.EchoRequest(message=word)
 
         joined = await stub.ClientStream(requests(), timeout=5)
-        assert joined.message == "x,y,z" and joined.index == 3
+        assert joined.message == "x,y,z"
+        assert joined.index == 3
 
         writer = stub.ClientStream(timeout=5)
         await writer.write(echo_pb2.EchoRequest(message="p"))
@@ -128,8 +129,10 @@ async def test_deadline_and_metadata_pass_through(registry: Registry, recording_
         stub = echo_pb2_grpc.EchoStub(channel)
         await stub.Unary(echo_pb2.EchoRequest(), timeout=3.0, metadata=(("x-trace", "abc"), ("x-user", "u1")))
         metadata, remaining = recording_server.seen[-1]
-        assert metadata["x-trace"] == "abc" and metadata["x-user"] == "u1"
-        assert remaining is not None and 2.0 < remaining <= 3.0
+        assert metadata["x-trace"] == "abc"
+        assert metadata["x-user"] == "u1"
+        assert remaining is not None
+        assert 2.0 < remaining <= 3.0
 
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -146,7 +149,7 @@ class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         self.calls += 1
-        metadata = list(details.metadata or ()) + [("x-intercepted", "yes")]
+        metadata = [*list(details.metadata or ()), ("x-intercepted", "yes")]
         new_details = grpc.aio.ClientCallDetails(
             details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
         )

@@ -38,7 +38,9 @@ async def test_new_instance_gets_calls_within_one_second(registry: Registry, sta
         assert time.monotonic() - registered < 1.0
 
 
-async def _load(stub: echo_pb2_grpc.EchoAsyncStub, tasks: int, calls_per_task: int) -> tuple[collections.Counter[str], list[BaseException]]:
+async def _load(
+    stub: echo_pb2_grpc.EchoAsyncStub, tasks: int, calls_per_task: int
+) -> tuple[collections.Counter[str], list[BaseException]]:
     served: collections.Counter[str] = collections.Counter()
     failures: list[BaseException] = []
 
@@ -83,7 +85,9 @@ async def test_sigkill_of_one_instance_during_2000_calls_fails_none(
         stats = channel.stats()
     assert failures == [], [f"{f.code()}: {f.details()}" for f in failures[:5]]  # type: ignore[attr-defined]
     assert sum(served.values()) == 2000
-    assert served["a"] > 0 and served["b"] > 0 and served["c"] > 0
+    assert served["a"] > 0
+    assert served["b"] > 0
+    assert served["c"] > 0
     assert stats.retries_total > 0  # the kill really hit calls, and they were moved
 
 
@@ -102,7 +106,8 @@ async def test_refused_connections_are_retried_and_the_endpoint_ejected(
     assert {r.instance_id for r in replies} == {"alive"}
     assert len(stats.per_endpoint) == 2
     dead_stats = next(e for e in stats.per_endpoint if e.id == "dead")
-    assert dead_stats.ejected and dead_stats.ejections == 1
+    assert dead_stats.ejected
+    assert dead_stats.ejections == 1
     assert stats.ejected == 1
     assert dead_stats.calls <= 4  # ejected after 3 consecutive connection failures
 

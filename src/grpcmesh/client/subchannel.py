@@ -71,6 +71,7 @@ class SubChannel:
         self.calls = 0
         self.failures = 0
         self.ewma_latency = 0.0
+        self._latency_samples = 0
         self.consecutive_failures = 0
         self.ejections = 0
         self.ejected_until = 0.0
