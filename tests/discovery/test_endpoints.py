@@ -22,7 +22,7 @@ def instance(iid: str, **fields: Any) -> ServiceInstance:
 async def settle(watcher: EndpointWatcher, ids: set[str], timeout: float = 5.0) -> None:
     async def wait() -> None:
         while {e.id for e in watcher.endpoints} != ids:
-            await watcher.wait_changed()
+            await watcher.wait_changed(watcher.version)
 
     await asyncio.wait_for(wait(), timeout)
 

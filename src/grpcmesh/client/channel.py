@@ -338,7 +338,7 @@ class MeshChannel(grpc.aio.Channel):
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         self.watcher.start()
         while self.get_state() == last_observed_state and not self._closed:
-            waiters = [asyncio.ensure_future(self.watcher.wait_changed())]
+            waiters = [asyncio.ensure_future(self.watcher.wait_changed(self.watcher.version))]
             waiters += [
                 asyncio.ensure_future(s.channel.wait_for_state_change(s.channel.get_state()))
                 for s in self._subs.values()
@@ -350,11 +350,20 @@ class MeshChannel(grpc.aio.Channel):
                     waiter.cancel()
 
     async def channel_ready(self) -> None:
-        """Wait until some endpoint is known and connected."""
-        while self.get_state(try_to_connect=True) is not grpc.ChannelConnectivity.READY:
+        """Wait until some endpoint is known and its sub-channel connected."""
+        self.watcher.start()
+        while True:
             if self._closed:
                 raise grpc.aio.UsageError("MeshChannel is closed")
-            await self.wait_for_state_change(self.get_state())
+            changed = asyncio.ensure_future(self.watcher.wait_changed(self.watcher.version))
+            readies = [asyncio.ensure_future(s.channel.channel_ready()) for s in self._subs.values()]
+            try:
+                done, _ = await asyncio.wait([changed, *readies], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in (changed, *readies):
+                    waiter.cancel()
+            if any(r in done and not r.cancelled() and r.exception() is None for r in readies):
+                return
 
     async def close(self, grace: float | None = None) -> None:
         """Close every sub-channel (waiting up to ``grace`` for running calls) and stop watching."""

@@ -115,6 +115,8 @@ class EndpointWatcher:
         self._endpoints: tuple[Endpoint, ...] = ()
         self._listeners: list[Listener] = []
         self._changed = asyncio.Event()
+        self.version = 0
+        """Incremented on every change of the endpoint set (and on the first snapshot)."""
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._healthy = True
@@ -145,15 +147,24 @@ class EndpointWatcher:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
                 return False
-            self._changed.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+                await asyncio.wait_for(self.wait_changed(self.version), remaining)
         return True
 
-    async def wait_changed(self) -> None:
-        """Wait for the next change of the endpoint set."""
-        self._changed.clear()
-        await self._changed.wait()
+    async def wait_changed(self, since: int | None = None) -> None:
+        """Wait until :attr:`version` differs from ``since`` (default: its current value).
+
+        Passing the version you last looked at cannot miss a change that happens before the
+        wait starts.
+        """
+        seen = self.version if since is None else since
+        while self.version == seen:
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        self.version += 1
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
 
     async def close(self) -> None:
         if self._task is not None:
@@ -197,7 +208,7 @@ class EndpointWatcher:
             a.instance == b.instance for a, b in zip(chosen, self._endpoints, strict=True)
         ):
             if first:
-                self._changed.set()
+                self._notify()
             return
         self._endpoints = chosen
         for listener in list(self._listeners):
@@ -205,4 +216,4 @@ class EndpointWatcher:
                 listener(chosen)
             except Exception:
                 log.exception("endpoint listener for %s failed", self.service)
-        self._changed.set()
+        self._notify()
