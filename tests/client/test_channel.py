@@ -185,3 +185,19 @@ async def test_channel_ready_and_state(registry: Registry, recording_server: Rec
         await asyncio.wait_for(channel.channel_ready(), 10)
         assert channel.get_state() is grpc.ChannelConnectivity.READY
     assert channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_cancel_stops_the_call_and_frees_the_endpoint(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    async with MeshChannel(registry, "recording") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        call = stub.Unary(echo_pb2.EchoRequest(delay_ms=3000), timeout=10)
+        await asyncio.sleep(0.3)
+        assert not call.done()
+        assert call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert call.cancelled()
+        assert call.done()
+        assert [e.outstanding for e in channel.stats().per_endpoint] == [0]

@@ -140,9 +140,13 @@ class _MeshCall:
         return self._task.cancelled()
 
     def done(self) -> bool:
-        if self._call is not None and self._task.done() and self._task.exception() is None:
+        if self._call is not None and self._started_ok():
             return bool(self._call.done())
         return self._task.done()
+
+    def _started_ok(self) -> bool:
+        """True once the call is established on an endpoint (the task ended without error)."""
+        return self._task.done() and not self._task.cancelled() and self._task.exception() is None
 
     def time_remaining(self) -> float | None:
         remaining = _remaining(self._options.deadline)
@@ -197,7 +201,7 @@ class _MeshCall:
 
     async def _wait_finished(self) -> None:
         await self._settled()
-        if self._call is not None and self._task.exception() is None:
+        if self._call is not None and self._started_ok():
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._call.code()
 
