@@ -1,6 +1,7 @@
 """grpcmesh: service discovery and inter-service communication for Python gRPC services."""
 
 from grpcmesh.__about__ import __version__
+from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.errors import (
     ConfigError,
@@ -20,6 +21,7 @@ from grpcmesh.registry import Registry, open_registry
 from grpcmesh.server import Dependency, HealthReport, MeshServer, check_service_health
 
 __all__ = [
+    "ClientManager",
     "ConfigError",
     "Dependency",
     "HealthReport",
@@ -27,6 +29,7 @@ __all__ = [
     "InvalidInstanceError",
     "InvalidRecordError",
     "Mesh",
+    "MeshChannel",
     "MeshConfig",
     "MeshError",
     "MeshServer",

@@ -1,7 +1,7 @@
 """``Mesh``: what a service holds — the registry connection, the configuration, the middleware.
 
 A service makes one ``Mesh`` (``Mesh.from_config(path)`` or ``Mesh(registry=...)``) and
-asks it for servers (``mesh.server()``) and, once the client lands, channels. The mesh owns
+asks it for servers (``mesh.server()``) and channels (``mesh.channel()``). The mesh owns
 what is shared between them: the registry (closed with the mesh when the mesh opened it),
 the config sections that security, tracing and metrics read, and the ordered interceptor
 chains every server (and channel) it makes will use.
@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.config import MeshConfig, load_config
+from grpcmesh.config.models import SecurityConfig
 from grpcmesh.errors import ConfigError
 from grpcmesh.registry import Registry, open_registry
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
@@ -31,7 +33,9 @@ class Mesh:
     ``registry`` is a :class:`Registry` (owned by the caller) or an ``open_registry`` URL
     (opened and later closed by the mesh); by default the config's ``registry`` section,
     which itself defaults to ``sqlite://``. ``server_interceptors`` run, in order, in every
-    server after the recovery interceptor; ``client_interceptors`` are kept for channels.
+    server after the recovery interceptor; ``client_interceptors`` in every channel.
+    ``client_options`` are extra :class:`ClientManager` arguments (``default_policy``,
+    ``retry_methods``, ``endpoint_wait``...).
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class Mesh:
         config: MeshConfig | None = None,
         server_interceptors: Sequence[ServerInterceptor] = (),
         client_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.config = config if config is not None else MeshConfig()
         if registry is None or isinstance(registry, str):
@@ -54,6 +59,8 @@ class Mesh:
         self.server_interceptors: tuple[ServerInterceptor, ...] = tuple(server_interceptors)
         self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = tuple(client_interceptors)
         self._servers: list[MeshServer] = []
+        self._clients: ClientManager | None = None
+        self._client_options: dict[str, Any] = dict(client_options or {})
         self._closed = False
 
     @classmethod
@@ -133,8 +140,33 @@ class Mesh:
         self._servers.append(server)
         return server
 
-    # mesh.channel(name) -> MeshChannel arrives with the client layer; it reads
-    # self.registry, self.config (security/tracing) and self.client_interceptors.
+    def channel(
+        self,
+        name: str,
+        version: str | None = None,
+        metadata_match: Mapping[str, str] | None = None,
+        policy: str | None = None,
+    ) -> MeshChannel:
+        """The shared :class:`MeshChannel` to service ``name``; generated stubs use it unchanged.
+
+        One channel per (name, filter, policy) for the whole process (the seed's
+        ``ClientManager``), carrying this mesh's client interceptors and TLS settings.
+        """
+        return self.clients.channel(name, version=version, metadata_match=metadata_match, policy=policy)
+
+    @property
+    def clients(self) -> ClientManager:
+        """The :class:`ClientManager` behind :meth:`channel`, created on first use."""
+        if self._clients is None:
+            if self._closed:
+                raise ConfigError("this Mesh is closed; create a new one")
+            self._clients = ClientManager(
+                self.registry,
+                interceptors=self.client_interceptors,
+                credentials=_client_credentials(self.config.security),
+                **self._client_options,
+            )
+        return self._clients
 
     async def close(self) -> None:
         """Stop the servers this mesh made (gracefully), then close the registry if the mesh opened it."""
@@ -143,6 +175,8 @@ class Mesh:
         self._closed = True
         for server in self._servers:
             await server.stop()
+        if self._clients is not None:
+            await self._clients.close()
         if self._owns_registry:
             await self.registry.close()
 
@@ -153,3 +187,17 @@ class Mesh:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
+    """TLS credentials for channels when the config enables TLS (client cert too under mTLS)."""
+    if not security.tls_enabled:
+        return None
+    root = security.ca_file.read_bytes() if security.ca_file else None
+    if security.client_auth and security.cert_file and security.key_file:
+        return grpc.ssl_channel_credentials(
+            root_certificates=root,
+            private_key=security.key_file.read_bytes(),
+            certificate_chain=security.cert_file.read_bytes(),
+        )
+    return grpc.ssl_channel_credentials(root_certificates=root)

@@ -77,6 +77,8 @@ def _consul_corrupter(standin: ConsulStandIn) -> Callable[[str, str, bytes], Non
         with urllib.request.urlopen(request, timeout=10) as response:
             assert response.status == 200
 
+    return corrupt
+
 
 def _etcd_corrupter(cluster: EtcdCluster, prefix: str) -> Callable[[str, str, bytes], None]:
     def corrupt(service: str, instance_id: str, raw: bytes) -> None:
