@@ -34,6 +34,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict src
+	MYPYPATH=src:examples/shop $(VENV)/bin/mypy --strict -p shop
 
 pytest: venv test-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
