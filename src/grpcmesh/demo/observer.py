@@ -138,6 +138,11 @@ class MeshObserver:
             )
         return rows
 
-    def server_totals(self) -> tuple[int, int]:
-        """Calls and errors every instance ever seen has reported (the last scrape of each)."""
+    def server_totals(self) -> tuple[int, int] | None:
+        """Calls and errors every instance ever seen has reported (the last scrape of each).
+
+        ``None`` when no instance exposed metrics (``metrics.enabled: false``), rather than a misleading 0.
+        """
+        if not self._last_totals:
+            return None
         return sum(c for c, _ in self._last_totals.values()), sum(e for _, e in self._last_totals.values())

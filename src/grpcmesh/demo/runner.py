@@ -285,7 +285,9 @@ class _Demo:
             live.update(self._render())
             await asyncio.wait([stopping], timeout=0.25)
         await stopping
-        self.summary.server_calls, self.summary.server_errors = self.observer.server_totals()
+        totals = self.observer.server_totals()
+        if totals is not None:
+            self.summary.server_calls, self.summary.server_errors = totals
         await self.observer.stop()
         await self.registry.close()
         report = (self.feed.final or self.feed.latest) if self.feed else None

@@ -34,8 +34,9 @@ class DemoSummary:
     by_operation: dict[str, int] = field(default_factory=dict)
     p50_ms: float | None = None
     p99_ms: float | None = None
-    server_calls: int = 0
-    server_errors: int = 0
+    server_calls: int | None = None
+    server_errors: int | None = None
+    """From the instances' metrics endpoints; ``None`` when none exposed metrics."""
     chaos: list[ChaosEvent] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)
     """Every process the demo started (all stopped by the time the summary is printed)."""
@@ -58,7 +59,9 @@ class DemoSummary:
             f"  calls: {self.calls} ({ops or 'none'})",
             f"  failed calls: {self.failed} (errors: {errors})",
             f"  latency end to end: p50 {ms(self.p50_ms)}, p99 {ms(self.p99_ms)}",
-            f"  server side: {self.server_calls} calls handled, {self.server_errors} errors",
+            f"  server side: {self.server_calls} calls handled, {self.server_errors} errors"
+            if self.server_calls is not None
+            else "  server side: no instance exposed metrics (metrics.enabled is false?)",
         ]
         if not self.chaos:
             lines.append("  chaos: no instance was killed")
