@@ -1,0 +1,22 @@
+"""grpc.aio interceptors for observability and security, client and server side.
+
+Each piece is one module with a small constructor taking plain arguments:
+``metrics`` (Prometheus), ``tracing`` (OpenTelemetry), ``logging`` (structlog) and ``auth``
+(shared service key, signed caller identity, per-caller policy).
+"""
+
+from grpcmesh.middleware.metrics import (
+    GrpcMetrics,
+    MeshMetrics,
+    MetricsServer,
+    metrics_client_interceptors,
+    metrics_server_interceptor,
+)
+
+__all__ = [
+    "GrpcMetrics",
+    "MeshMetrics",
+    "MetricsServer",
+    "metrics_client_interceptors",
+    "metrics_server_interceptor",
+]
