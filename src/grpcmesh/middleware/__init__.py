@@ -12,6 +12,7 @@ from grpcmesh.middleware.metrics import (
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
+from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
 
 __all__ = [
     "GrpcMetrics",
@@ -19,4 +20,7 @@ __all__ = [
     "MetricsServer",
     "metrics_client_interceptors",
     "metrics_server_interceptor",
+    "setup_tracing",
+    "tracing_client_interceptors",
+    "tracing_server_interceptor",
 ]
