@@ -5,6 +5,12 @@ Each piece is one module with a small constructor taking plain arguments:
 (shared service key, signed caller identity, per-caller policy).
 """
 
+from grpcmesh.middleware.logging import (
+    configure_logging,
+    logging_client_interceptors,
+    logging_server_interceptor,
+    redact_secrets,
+)
 from grpcmesh.middleware.metrics import (
     GrpcMetrics,
     MeshMetrics,
@@ -15,6 +21,10 @@ from grpcmesh.middleware.metrics import (
 from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
 
 __all__ = [
+    "configure_logging",
+    "logging_client_interceptors",
+    "logging_server_interceptor",
+    "redact_secrets",
     "GrpcMetrics",
     "MeshMetrics",
     "MetricsServer",

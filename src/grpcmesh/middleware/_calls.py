@@ -277,21 +277,30 @@ class _ClientCallObserver:
         call.error = error
         finish(call)
 
-    async def unary_response(
-        self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any, rpc_type: RpcType
-    ) -> Any:
-        """Waits for the status before returning the call, so the call is recorded before the caller sees it."""
-        call, finish, new_details = self.begin(details, rpc_type)
+    async def unary_unary(self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any) -> Any:
+        """Waits for the outcome before returning the call, so it is recorded before the caller sees it.
+
+        Only unary-unary may wait here: grpc.aio's ``call.write()`` waits for the interceptors to
+        return the call, so waiting for a client-streaming call's end here would deadlock.
+        """
+        call, finish, new_details = self.begin(details, RpcType.UNARY)
         try:
             grpc_call = await continuation(new_details, request)
-            code = await grpc_call.code()
         except BaseException as error:
             self.end(call, finish, _error_code(error), error)
             raise
-        self.end(call, finish, code, None)
+        try:
+            await grpc_call  # the caller's own await gets the same response or error
+        except grpc.RpcError as error:
+            self.end(call, finish, _error_code(error), error)
+        except BaseException as error:
+            self.end(call, finish, _error_code(error), error)
+            raise
+        else:
+            self.end(call, finish, grpc.StatusCode.OK, None)
         return grpc_call
 
-    async def stream_response(
+    async def streaming(
         self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any, rpc_type: RpcType
     ) -> Any:
         """Returns the call at once; its end is recorded when grpc reports it done."""
@@ -304,6 +313,8 @@ class _ClientCallObserver:
         try:
             grpc_call.add_done_callback(lambda done: self._settle_later(done, call, finish))
         except (AttributeError, NotImplementedError):
+            if rpc_type is RpcType.CLIENT_STREAM:
+                raise
             # An inner interceptor returned a plain async iterator instead of a call.
             return self._iterate(grpc_call, call, finish)
         return grpc_call
@@ -315,7 +326,16 @@ class _ClientCallObserver:
 
     async def _settle(self, grpc_call: Any, call: ClientCall, finish: ClientFinish) -> None:
         try:
-            code = await grpc_call.code()
+            if call.rpc_type is RpcType.CLIENT_STREAM:
+                # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
+                # say INTERNAL for a client stream the server ended while it was still writing.
+                await grpc_call
+                code = grpc.StatusCode.OK
+            else:
+                code = await grpc_call.code()
+        except grpc.RpcError as error:
+            self.end(call, finish, _error_code(error), error)
+            return
         except BaseException as error:
             self.end(call, finish, _error_code(error), error)
             raise
@@ -336,7 +356,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         self._core = core
 
     async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._core.unary_response(continuation, client_call_details, request, RpcType.UNARY)
+        return await self._core.unary_unary(continuation, client_call_details, request)
 
 
 class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
@@ -344,7 +364,7 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
         self._core = core
 
     async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await self._core.stream_response(continuation, client_call_details, request, RpcType.SERVER_STREAM)
+        return await self._core.streaming(continuation, client_call_details, request, RpcType.SERVER_STREAM)
 
 
 class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
@@ -352,9 +372,7 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
         self._core = core
 
     async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await self._core.unary_response(
-            continuation, client_call_details, request_iterator, RpcType.CLIENT_STREAM
-        )
+        return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.CLIENT_STREAM)
 
 
 class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
@@ -362,9 +380,7 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[mis
         self._core = core
 
     async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
-        return await self._core.stream_response(
-            continuation, client_call_details, request_iterator, RpcType.BIDI_STREAM
-        )
+        return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.BIDI_STREAM)
 
 
 ClientInterceptor = (
