@@ -5,6 +5,18 @@ Each piece is one module with a small constructor taking plain arguments:
 (shared service key, signed caller identity, per-caller policy).
 """
 
+from grpcmesh.middleware.auth import (
+    CALLER_HEADER,
+    CALLER_TOKEN_HEADER,
+    DEFAULT_EXEMPT,
+    SEED_SERVICE_KEY_HEADER,
+    SERVICE_KEY_HEADER,
+    auth_client_interceptors,
+    auth_server_interceptor,
+    current_caller,
+    sign_caller,
+    verify_caller,
+)
 from grpcmesh.middleware.logging import (
     configure_logging,
     logging_client_interceptors,
@@ -21,6 +33,16 @@ from grpcmesh.middleware.metrics import (
 from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
 
 __all__ = [
+    "CALLER_HEADER",
+    "CALLER_TOKEN_HEADER",
+    "DEFAULT_EXEMPT",
+    "SEED_SERVICE_KEY_HEADER",
+    "SERVICE_KEY_HEADER",
+    "auth_client_interceptors",
+    "auth_server_interceptor",
+    "current_caller",
+    "sign_caller",
+    "verify_caller",
     "configure_logging",
     "logging_client_interceptors",
     "logging_server_interceptor",

@@ -201,6 +201,41 @@ def replace_behavior(handler: Any, behavior: Behavior) -> Any:
     return factory(behavior, handler.request_deserializer, handler.response_serializer)
 
 
+Guard = Callable[[Context], Awaitable[None]]
+"""Awaited before the handler runs; aborts the call (``await context.abort(...)``) to refuse it."""
+
+
+def guard_handler(handler: Any, guard: Guard) -> Any:
+    """``handler`` with ``guard`` awaited first, in the handler's own task (so context variables
+    it sets are visible to the handler). Sync (thread-pool) handlers are refused outright."""
+    if handler is None:
+        return None
+    behavior = _behavior(handler)
+    if not _is_async(behavior):
+        return rejecting_handler(handler, grpc.StatusCode.INTERNAL, "guarded method has a sync handler")
+    if not handler.response_streaming:
+
+        async def unary_response(request: Any, context: Context) -> Any:
+            await guard(context)
+            return await behavior(request, context)
+
+        return replace_behavior(handler, unary_response)
+    if inspect.iscoroutinefunction(behavior):
+
+        async def writer_response(request: Any, context: Context) -> None:
+            await guard(context)
+            await behavior(request, context)
+
+        return replace_behavior(handler, writer_response)
+
+    async def streamed_response(request: Any, context: Context) -> AsyncIterator[Any]:
+        await guard(context)
+        async for response in behavior(request, context):
+            yield response
+
+    return replace_behavior(handler, streamed_response)
+
+
 def rejecting_handler(handler: Any, code: grpc.StatusCode, details: str) -> Any:
     """A handler of the same kind as ``handler`` that fails every call with ``code``."""
 
