@@ -4,6 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find src examples -name '*.proto' 2>/dev/null)
+LINT_DIRS := $(wildcard src tests benchmarks examples scripts)
 
 .PHONY: all venv protos test lint typecheck pytest demo bench test-deps clean
 
@@ -31,8 +32,8 @@ test-deps:
 	@bash scripts/install-test-deps.sh
 
 lint: venv
-	$(VENV)/bin/ruff check src tests benchmarks examples scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks examples scripts
+	$(VENV)/bin/ruff check $(LINT_DIRS)
+	$(VENV)/bin/ruff format --check $(LINT_DIRS)
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict src

@@ -83,16 +83,20 @@ async def server_with_health(interceptor: Any) -> AsyncIterator[int]:
 
 
 async def test_health_is_exempt_by_default_and_exemptions_are_configurable() -> None:
-    async with server_with_health(auth_server_interceptor(KEY)) as port:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-            assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    async with server_with_health(auth_server_interceptor(KEY, exempt=[UNARY])) as port:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
-            assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
-            assert (await echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(message="x"))).message == "x"
+    async with (
+        server_with_health(auth_server_interceptor(KEY)) as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    async with (
+        server_with_health(auth_server_interceptor(KEY, exempt=[UNARY])) as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert (await echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(message="x"))).message == "x"
 
 
 async def test_policy_allows_listed_methods_and_denies_others() -> None:
@@ -113,18 +117,20 @@ async def test_policy_allows_listed_methods_and_denies_others() -> None:
 
 async def test_forged_and_expired_caller_tokens_are_unauthenticated() -> None:
     policy = {"order-service": ["*"]}
-    async with echo_server([auth_server_interceptor(KEY, policy=policy, max_clock_skew=30)]) as port:
-        async with echo_stub(port) as stub:
-            cases = {
-                "forged": sign_caller("order-service", "another-key"),
-                "expired": sign_caller("order-service", KEY, timestamp=time.time() - 120),
-                "garbage": "not-a-token",
-            }
-            for name, token in cases.items():
-                metadata = ((SERVICE_KEY_HEADER, KEY), (CALLER_HEADER, "order-service"), (CALLER_TOKEN_HEADER, token))
-                with pytest.raises(grpc.aio.AioRpcError) as failure:
-                    await stub.Unary(echo_pb2.EchoRequest(), metadata=metadata)
-                assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
+    cases = {
+        "forged": sign_caller("order-service", "another-key"),
+        "expired": sign_caller("order-service", KEY, timestamp=time.time() - 120),
+        "garbage": "not-a-token",
+    }
+    async with (
+        echo_server([auth_server_interceptor(KEY, policy=policy, max_clock_skew=30)]) as port,
+        echo_stub(port) as stub,
+    ):
+        for name, token in cases.items():
+            metadata = ((SERVICE_KEY_HEADER, KEY), (CALLER_HEADER, "order-service"), (CALLER_TOKEN_HEADER, token))
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await stub.Unary(echo_pb2.EchoRequest(), metadata=metadata)
+            assert failure.value.code() == grpc.StatusCode.UNAUTHENTICATED, name
 
 
 def test_tokens_verify_only_within_clock_skew_and_for_the_signed_caller() -> None:

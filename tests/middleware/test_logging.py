@@ -47,7 +47,9 @@ async def test_one_line_per_call_per_side_with_trace_id(kind: str, log_stream: i
             *logging_client_interceptors("echo-service", target=f"127.0.0.1:{port}"),
         ]
         async with echo_stub(port, client_chain) as stub:
-            assert await call_kind(stub, kind, fail_code=grpc.StatusCode.NOT_FOUND.value[0]) == grpc.StatusCode.NOT_FOUND
+            assert (
+                await call_kind(stub, kind, fail_code=grpc.StatusCode.NOT_FOUND.value[0]) == grpc.StatusCode.NOT_FOUND
+            )
 
             def both_logged() -> None:
                 assert len(lines(log_stream)) == 2

@@ -86,7 +86,12 @@ async def test_exceptions_count_as_unknown_and_write_style_streams_work() -> Non
         assert await call_kind(stub, "server_stream") == grpc.StatusCode.OK
 
     base = {"grpc_service": SERVICE}
-    assert sample(registry, "grpc_server_handled_total", **base, grpc_method="Unary", grpc_type="unary", grpc_code="UNKNOWN") == 1
+    assert (
+        sample(
+            registry, "grpc_server_handled_total", **base, grpc_method="Unary", grpc_type="unary", grpc_code="UNKNOWN"
+        )
+        == 1
+    )
     assert (
         sample(
             registry,
@@ -120,13 +125,18 @@ async def test_deadline_exceeded_is_recorded_on_both_sides() -> None:
 
 async def test_unimplemented_methods_are_not_recorded() -> None:
     registry = CollectorRegistry()
-    async with echo_server([metrics_server_interceptor(registry)]) as port:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            bogus = channel.unary_unary("/no.Such/Method", request_serializer=bytes, response_deserializer=bytes)
-            with pytest.raises(grpc.aio.AioRpcError) as failure:
-                await bogus(b"")
-            assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
-    assert sample(registry, "grpc_server_started_total", grpc_service="no.Such", grpc_method="Method", grpc_type="unary") == 0
+    async with (
+        echo_server([metrics_server_interceptor(registry)]) as port,
+        grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel,
+    ):
+        bogus = channel.unary_unary("/no.Such/Method", request_serializer=bytes, response_deserializer=bytes)
+        with pytest.raises(grpc.aio.AioRpcError) as failure:
+            await bogus(b"")
+        assert failure.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert (
+        sample(registry, "grpc_server_started_total", grpc_service="no.Such", grpc_method="Method", grpc_type="unary")
+        == 0
+    )
 
 
 async def test_mesh_metrics_and_metrics_endpoint_serve_one_registry() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
@@ -76,9 +77,7 @@ async def run_chain(
         a_port = await stack.enter_async_context(
             echo_server([tracing_server_interceptor(providers["a"][0])], servicer=RelayEcho("a", lambda: b_stub))
         )
-        a_stub = await stack.enter_async_context(
-            echo_stub(a_port, tracing_client_interceptors(providers["client"][0]))
-        )
+        a_stub = await stack.enter_async_context(echo_stub(a_port, tracing_client_interceptors(providers["client"][0])))
         if call is None:
             assert await call_kind(a_stub, kind) == grpc.StatusCode.OK
         else:
@@ -109,7 +108,7 @@ async def test_three_hop_call_is_one_trace_with_correct_parents(kind: str) -> No
 
     assert {span.context.trace_id for span in chain} == {root.context.trace_id}
     assert root.parent is None
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert child.parent is not None
         assert child.parent.span_id == parent.context.span_id, (parent.name, child.name)
     name = f"grpcmesh.echo.v1.Echo/{METHOD_OF_KIND[kind]}"

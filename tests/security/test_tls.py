@@ -81,7 +81,9 @@ def test_missing_files_and_half_pairs_name_the_field(certs: DevCerts, tmp_path: 
     with pytest.raises(ConfigError, match=r"security\.cert_file"):
         server_credentials(tmp_path / "missing.pem", certs.services["echo-service"].key_file)
     with pytest.raises(ConfigError, match=r"security\.ca_file"):
-        server_credentials(certs.services["echo-service"].cert_file, certs.services["echo-service"].key_file, require_client_cert=True)
+        server_credentials(
+            certs.services["echo-service"].cert_file, certs.services["echo-service"].key_file, require_client_cert=True
+        )
     with pytest.raises(ConfigError, match="key_file"):
         client_credentials(certs.ca_file, cert_file=certs.services["echo-service"].cert_file)
     with pytest.raises(ConfigError, match=r"services\[1\]"):

@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 
@@ -386,7 +386,7 @@ class _ClientCallObserver:
         self.end(call, finish, grpc.StatusCode.OK, None)
 
 
-class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, core: _ClientCallObserver) -> None:
         self._core = core
 
@@ -394,7 +394,7 @@ class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
         return await self._core.unary_unary(continuation, client_call_details, request)
 
 
-class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, core: _ClientCallObserver) -> None:
         self._core = core
 
@@ -402,7 +402,7 @@ class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[misc]
         return await self._core.streaming(continuation, client_call_details, request, RpcType.SERVER_STREAM)
 
 
-class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, core: _ClientCallObserver) -> None:
         self._core = core
 
@@ -410,7 +410,7 @@ class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[misc]
         return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.CLIENT_STREAM)
 
 
-class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[misc]
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
     def __init__(self, core: _ClientCallObserver) -> None:
         self._core = core
 
@@ -418,12 +418,13 @@ class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[mis
         return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.BIDI_STREAM)
 
 
-ClientInterceptor = (
-    grpc.aio.UnaryUnaryClientInterceptor
-    | grpc.aio.UnaryStreamClientInterceptor
-    | grpc.aio.StreamUnaryClientInterceptor
-    | grpc.aio.StreamStreamClientInterceptor
+ClientInterceptor: TypeAlias = (
+    "grpc.aio.UnaryUnaryClientInterceptor[Any, Any] | grpc.aio.UnaryStreamClientInterceptor[Any, Any]"
+    " | grpc.aio.StreamUnaryClientInterceptor[Any, Any] | grpc.aio.StreamStreamClientInterceptor[Any, Any]"
 )
+"""Any of the four grpc.aio client interceptor kinds (what ``grpc.aio.*_channel(interceptors=...)`` takes)."""
+
+ServerInterceptor: TypeAlias = "grpc.aio.ServerInterceptor[Any, Any]"
 
 
 def client_interceptors(observer: ClientObserver, target: str | None = None) -> list[ClientInterceptor]:
@@ -433,7 +434,7 @@ def client_interceptors(observer: ClientObserver, target: str | None = None) -> 
     return [_UnaryUnary(core), _UnaryStream(core), _StreamUnary(core), _StreamStream(core)]
 
 
-class ServerObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class ServerObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """A ``grpc.aio.ServerInterceptor`` that runs ``observer`` around every call it is not told to skip."""
 
     def __init__(self, observer: ServerObserver, skip: Callable[[str], bool] | None = None) -> None:

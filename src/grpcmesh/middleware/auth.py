@@ -32,6 +32,7 @@ from grpcmesh.middleware._calls import (
     ClientFinish,
     ClientInterceptor,
     Context,
+    ServerInterceptor,
     client_interceptors,
     guard_handler,
     metadata_value,
@@ -41,7 +42,7 @@ from grpcmesh.security.tls import peer_identities
 SERVICE_KEY_HEADER = "x-service-key"
 SEED_SERVICE_KEY_HEADER = "service-auth-key"
 CALLER_HEADER = "x-mesh-caller"
-CALLER_TOKEN_HEADER = "x-mesh-caller-token"
+CALLER_TOKEN_HEADER = "x-mesh-caller-token"  # noqa: S105 (a header name, not a secret)
 
 DEFAULT_EXEMPT = (
     "/grpc.health.v1.Health/*",
@@ -91,7 +92,7 @@ class _Refusal(Exception):
         self.details = details
 
 
-class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Checks the shared key, then (with a policy) the caller's identity and permissions."""
 
     def __init__(
@@ -127,7 +128,9 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 caller = self._check(method, metadata, context)
             except _Refusal as refusal:
-                _log.warning("rpc refused", method=method, peer=_peer(context), code=refusal.code.name, reason=refusal.details)
+                _log.warning(
+                    "rpc refused", method=method, peer=_peer(context), code=refusal.code.name, reason=refusal.details
+                )
                 await context.abort(refusal.code, refusal.details)
                 return
             _current_caller.set(caller)
@@ -145,7 +148,9 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         if not self._enforce_policy:
             return identities[0] if identities else None
         if not identities:
-            raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "caller identity required (signed caller token or client certificate)")
+            raise _Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, "caller identity required (signed caller token or client certificate)"
+            )
         for identity in identities:
             patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
             if any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns):
@@ -176,7 +181,7 @@ def auth_server_interceptor(
     policy: Mapping[str, Sequence[str]] | None = None,
     exempt: Sequence[str] = DEFAULT_EXEMPT,
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
-) -> grpc.aio.ServerInterceptor:
+) -> ServerInterceptor:
     """The server side: shared ``service_key`` check and, with ``policy``, per-caller authorization.
 
     ``policy`` maps caller service names (or ``"*"``) to ``fnmatch`` patterns of full method

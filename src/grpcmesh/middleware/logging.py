@@ -25,6 +25,7 @@ from grpcmesh.middleware._calls import (
     ClientFinish,
     ClientInterceptor,
     ServerCall,
+    ServerInterceptor,
     ServerObservingInterceptor,
     client_interceptors,
 )
@@ -100,7 +101,7 @@ def _log(logger: Any, fields: dict[str, Any], code: grpc.StatusCode, error: Base
         logger.warning("rpc", **fields)
 
 
-def logging_server_interceptor(service_name: str | None = None, logger: Any = None) -> grpc.aio.ServerInterceptor:
+def logging_server_interceptor(service_name: str | None = None, logger: Any = None) -> ServerInterceptor:
     """A server interceptor logging one line per call; ``service_name`` is the mesh name to log.
 
     Put it after the tracing interceptor so the line carries the server span's trace id.

@@ -21,6 +21,7 @@ from grpcmesh.middleware._calls import (
     ClientFinish,
     ClientInterceptor,
     ServerCall,
+    ServerInterceptor,
     ServerObservingInterceptor,
     client_interceptors,
 )
@@ -122,7 +123,7 @@ class GrpcMetrics:
         return finish
 
 
-def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | None = None) -> grpc.aio.ServerInterceptor:
+def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | None = None) -> ServerInterceptor:
     """A server interceptor recording every call in ``registry``.
 
     ``service_name`` (the mesh name, e.g. ``user-service``) fills the seed's ``service`` label;

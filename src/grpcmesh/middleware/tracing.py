@@ -30,6 +30,7 @@ from grpcmesh.middleware._calls import (
     ClientFinish,
     ClientInterceptor,
     ServerCall,
+    ServerInterceptor,
     ServerObservingInterceptor,
     client_interceptors,
     iter_metadata,
@@ -101,7 +102,9 @@ def setup_tracing(
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         url = otlp_endpoint(endpoint)
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=url, insecure=url.startswith("http:"))))
+        provider.add_span_processor(
+            BatchSpanProcessor(OTLPSpanExporter(endpoint=url, insecure=url.startswith("http:")))
+        )
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))
     return provider
@@ -115,7 +118,7 @@ def _carrier(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, st
     return {key: value for key, value in iter_metadata(metadata) if isinstance(value, str)}
 
 
-def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> grpc.aio.ServerInterceptor:
+def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> ServerInterceptor:
     """A server interceptor making a SERVER span per call, child of the caller's ``traceparent``.
 
     The span is current while the handler runs, so calls the handler makes are its children.

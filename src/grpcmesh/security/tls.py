@@ -17,7 +17,9 @@ def _read(path: str | Path, field: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ConfigError(f"{field}: file {str(path)!r} not found; check the path (or run generate_dev_certs)") from None
+        raise ConfigError(
+            f"{field}: file {str(path)!r} not found; check the path (or run generate_dev_certs)"
+        ) from None
     except OSError as error:
         raise ConfigError(f"{field}: cannot read {str(path)!r}: {error.strerror}") from None
 
