@@ -45,11 +45,15 @@ class RelayEcho(EchoServicer):
         return self._reply(",".join(r.message for r in received), len(received))
 
     async def BidiStream(self, request_iterator: Any, context: Any) -> AsyncIterator[echo_pb2.EchoReply]:
-        received = [request async for request in request_iterator]
-        async for _ in self._next().BidiStream(iter(received)):
-            pass
-        for index, request in enumerate(received):
+        downstream: Any = self._next().BidiStream()  # one relayed call, message by message
+        index = 0
+        async for request in request_iterator:
+            await downstream.write(request)
+            await downstream.read()
             yield self._reply(request.message, index)
+            index += 1
+        await downstream.done_writing()
+        assert await downstream.read() is grpc.aio.EOF
 
 
 Provider = tuple[TracerProvider, InMemorySpanExporter]
