@@ -15,11 +15,13 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import grpc
+from prometheus_client import CollectorRegistry
 
 from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.config.models import SecurityConfig
 from grpcmesh.errors import ConfigError
+from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
 
@@ -46,8 +48,11 @@ class Mesh:
         server_interceptors: Sequence[ServerInterceptor] = (),
         client_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
         client_options: Mapping[str, Any] | None = None,
+        metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else MeshConfig()
+        self.middleware = MeshMiddleware(self.config, metrics_registry)
+        """What the config switched on: interceptors, metrics registry and endpoint, tracer provider."""
         if registry is None or isinstance(registry, str):
             url = registry if registry is not None else self.config.registry.resolved_url
             options = self.config.registry.options if registry is None else {}
@@ -56,8 +61,11 @@ class Mesh:
         else:
             self.registry = registry
             self._owns_registry = False
-        self.server_interceptors: tuple[ServerInterceptor, ...] = tuple(server_interceptors)
-        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = tuple(client_interceptors)
+        self.server_interceptors: tuple[ServerInterceptor, ...] = (*self.middleware.server, *server_interceptors)
+        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (
+            *self.middleware.client,
+            *client_interceptors,
+        )
         self._servers: list[MeshServer] = []
         self._clients: ClientManager | None = None
         self._client_options: dict[str, Any] = dict(client_options or {})
@@ -136,6 +144,7 @@ class Mesh:
             credentials=credentials,
             options=options,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+            metadata_hooks=[self.middleware.metrics_metadata],
         )
         self._servers.append(server)
         return server
@@ -166,6 +175,7 @@ class Mesh:
                 credentials=_client_credentials(self.config.security),
                 **self._client_options,
             )
+            self.middleware.watch_clients(self._clients.stats)
         return self._clients
 
     async def close(self) -> None:
@@ -179,6 +189,7 @@ class Mesh:
             await self._clients.close()
         if self._owns_registry:
             await self.registry.close()
+        await self.middleware.close()
 
     async def __aenter__(self) -> Mesh:
         return self

@@ -10,7 +10,13 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from grpcmesh.middleware import MeshMetrics, MetricsServer, metrics_client_interceptors, metrics_server_interceptor
+from grpcmesh.client.channel import ChannelStats
+from grpcmesh.middleware import (
+    ChannelStatsCollector,
+    MetricsServer,
+    metrics_client_interceptors,
+    metrics_server_interceptor,
+)
 from grpcmesh.protos import echo_pb2
 from grpcmesh.testing import EchoServicer
 from tests.middleware.echo_calls import KINDS, METHOD_OF_KIND, call_kind, echo_server, echo_stub
@@ -139,22 +145,42 @@ async def test_unimplemented_methods_are_not_recorded() -> None:
     )
 
 
-async def test_mesh_metrics_and_metrics_endpoint_serve_one_registry() -> None:
+def _stats(service: str, endpoints: int, ejected: int, ejections: int, retries: int, watch_errors: int) -> ChannelStats:
+    return ChannelStats(
+        service=service,
+        filter="any",
+        policy="round_robin",
+        endpoints=endpoints,
+        ejected=ejected,
+        ejections_total=ejections,
+        retries_total=retries,
+        no_endpoint_errors=0,
+        draining=0,
+        per_endpoint=(),
+        watch_errors=watch_errors,
+    )
+
+
+async def test_channel_stats_and_metrics_endpoint_serve_one_registry() -> None:
     registry = CollectorRegistry()
-    mesh = MeshMetrics.of(registry)
-    assert MeshMetrics.of(registry) is mesh
-    mesh.set_endpoints("order-service", 3)
-    mesh.endpoint_ejected("order-service")
-    mesh.watch_error("order-service")
+    current = [_stats("order-service", 3, 1, 2, 5, 1), _stats("order-service", 1, 0, 1, 0, 0)]
+    registry.register(ChannelStatsCollector(lambda: current))
     async with MetricsServer(registry, port=0) as server, aiohttp.ClientSession() as session:
         assert server.port
-        async with session.get(f"http://127.0.0.1:{server.port}/metrics") as response:
+        url = f"http://127.0.0.1:{server.port}/metrics"
+        async with session.get(url) as response:
             assert response.status == 200
             assert response.headers["Content-Type"].startswith("text/plain")
             text = await response.text()
-    assert 'grpcmesh_endpoints{service="order-service"} 3.0' in text
-    assert 'grpcmesh_ejections_total{service="order-service"} 1.0' in text
-    assert 'grpcmesh_registry_watch_errors_total{service="order-service"} 1.0' in text
+        assert 'grpcmesh_endpoints{service="order-service"} 4.0' in text
+        assert 'grpcmesh_ejected_endpoints{service="order-service"} 1.0' in text
+        assert 'grpcmesh_ejections_total{service="order-service"} 3.0' in text
+        assert 'grpcmesh_client_retries_total{service="order-service"} 5.0' in text
+        assert 'grpcmesh_registry_watch_errors_total{service="order-service"} 1.0' in text
+        current[:] = [_stats("order-service", 2, 0, 3, 5, 1)]  # read at scrape time
+        async with session.get(url) as response:
+            text = await response.text()
+        assert 'grpcmesh_endpoints{service="order-service"} 2.0' in text
 
 
 async def test_registries_are_independent() -> None:

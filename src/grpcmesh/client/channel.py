@@ -63,6 +63,7 @@ class ChannelStats:
     no_endpoint_errors: int
     draining: int
     per_endpoint: tuple[EndpointStats, ...]
+    watch_errors: int = 0
 
 
 def _normalize_method(method: str) -> str:
@@ -404,6 +405,7 @@ class MeshChannel(grpc.aio.Channel):
             no_endpoint_errors=self._no_endpoint_errors,
             draining=len(self._draining),
             per_endpoint=tuple(s.stats(now) for s in subs),
+            watch_errors=self.watcher.watch_errors,
         )
 
     def __repr__(self) -> str:

@@ -27,7 +27,7 @@ from grpcmesh.errors import ConfigError
 
 ENV_PREFIX = "GRPCMESH_"
 REGISTRY_URL_VAR = "GRPCMESH_REGISTRY"
-_SECTIONS = ("service", "registry", "security", "tracing", "metrics")
+_SECTIONS = ("service", "registry", "security", "tracing", "metrics", "logging")
 _REGISTRY_LOCATION = ("url", "type", "address")
 
 

@@ -219,6 +219,14 @@ class MetricsConfig(_Section):
     host: Host = "127.0.0.1"
 
 
+class LoggingConfig(_Section):
+    """``logging:`` — one structured line per call (not in the seed; grpc_zap's role there)."""
+
+    enabled: bool = True
+    format: Literal["json", "console"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
 class MeshConfig(_Section):
     """A whole configuration file. Every section is optional; missing ones take their defaults."""
 
@@ -228,6 +236,7 @@ class MeshConfig(_Section):
     security: SecurityConfig = pydantic.Field(default_factory=SecurityConfig)
     tracing: TracingConfig = pydantic.Field(default_factory=TracingConfig)
     metrics: MetricsConfig = pydantic.Field(default_factory=MetricsConfig)
+    logging: LoggingConfig = pydantic.Field(default_factory=LoggingConfig)
 
     @pydantic.field_validator("dependencies")
     @classmethod
@@ -246,6 +255,7 @@ def known_keys() -> set[str]:
     for model in (MeshConfig, ServiceConfig, RegistryConfig, DependencyConfig, SecurityConfig, TracingConfig):
         keys.update(model.model_fields)
     keys.update(MetricsConfig.model_fields)
+    keys.update(LoggingConfig.model_fields)
     return keys
 
 
@@ -257,6 +267,7 @@ def model_for_section(name: str) -> type[pydantic.BaseModel] | None:
         "security": SecurityConfig,
         "tracing": TracingConfig,
         "metrics": MetricsConfig,
+        "logging": LoggingConfig,
     }
     model: type[pydantic.BaseModel] | None = sections.get(name)
     return model

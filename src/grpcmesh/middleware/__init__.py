@@ -24,8 +24,8 @@ from grpcmesh.middleware.logging import (
     redact_secrets,
 )
 from grpcmesh.middleware.metrics import (
+    ChannelStatsCollector,
     GrpcMetrics,
-    MeshMetrics,
     MetricsServer,
     metrics_client_interceptors,
     metrics_server_interceptor,
@@ -38,8 +38,8 @@ __all__ = [
     "DEFAULT_EXEMPT",
     "SEED_SERVICE_KEY_HEADER",
     "SERVICE_KEY_HEADER",
+    "ChannelStatsCollector",
     "GrpcMetrics",
-    "MeshMetrics",
     "MetricsServer",
     "auth_client_interceptors",
     "auth_server_interceptor",

@@ -9,13 +9,16 @@ friends), so existing Grafana dashboards work unchanged. Every family lives in a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 
 import grpc
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
+from grpcmesh.client.channel import ChannelStats
 from grpcmesh.middleware._calls import (
     ClientCall,
     ClientFinish,
@@ -139,41 +142,35 @@ def metrics_client_interceptors(registry: CollectorRegistry) -> list[ClientInter
     return client_interceptors(GrpcMetrics.of(registry)._observe_client)
 
 
-class MeshMetrics:
-    """Mesh-level series the client and discovery layers update (endpoints, ejections, watch errors)."""
+class ChannelStatsCollector(Collector):
+    """``grpcmesh_*`` series read from the client channels whenever Prometheus scrapes."""
 
-    _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, MeshMetrics] = weakref.WeakKeyDictionary()
+    def __init__(self, stats: Callable[[], Iterable[ChannelStats]]) -> None:
+        self._stats = stats
 
-    @classmethod
-    def of(cls, registry: CollectorRegistry) -> MeshMetrics:
-        """The (single) ``MeshMetrics`` registered in ``registry``."""
-        found = cls._by_registry.get(registry)
-        if found is None:
-            found = cls._by_registry[registry] = cls(registry)
-        return found
+    def collect(self) -> Iterable[Metric]:
+        totals: dict[str, list[int]] = {}
+        for stat in self._stats():
+            row = totals.setdefault(stat.service, [0] * len(_CHANNEL_FAMILIES))
+            values = (stat.endpoints, stat.ejected, stat.ejections_total, stat.retries_total, stat.watch_errors)
+            for i, value in enumerate(values):
+                row[i] += value
+        families: list[Metric] = []
+        for i, (kind, name, doc) in enumerate(_CHANNEL_FAMILIES):
+            family = kind(name, doc, labels=["service"])
+            for service, row in sorted(totals.items()):
+                family.add_metric([service], row[i])
+            families.append(family)
+        return families
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._endpoints = Gauge(
-            "grpcmesh_endpoints", "Endpoints currently usable per service", ["service"], registry=registry
-        )
-        self._ejections = Counter(
-            "grpcmesh_ejections_total", "Endpoints ejected as outliers per service", ["service"], registry=registry
-        )
-        self._watch_errors = Counter(
-            "grpcmesh_registry_watch_errors_total",
-            "Errors while watching the registry per service",
-            ["service"],
-            registry=registry,
-        )
 
-    def set_endpoints(self, service: str, count: int) -> None:
-        self._endpoints.labels(service).set(count)
-
-    def endpoint_ejected(self, service: str) -> None:
-        self._ejections.labels(service).inc()
-
-    def watch_error(self, service: str) -> None:
-        self._watch_errors.labels(service).inc()
+_CHANNEL_FAMILIES: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamily], str, str], ...] = (
+    (GaugeMetricFamily, "grpcmesh_endpoints", "Endpoints currently usable per service"),
+    (GaugeMetricFamily, "grpcmesh_ejected_endpoints", "Endpoints currently ejected"),
+    (CounterMetricFamily, "grpcmesh_ejections", "Outlier ejections per service"),
+    (CounterMetricFamily, "grpcmesh_client_retries", "Calls retried on another endpoint"),
+    (CounterMetricFamily, "grpcmesh_registry_watch_errors", "Errors while watching the registry"),
+)
 
 
 class MetricsServer:

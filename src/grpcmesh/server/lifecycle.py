@@ -20,7 +20,7 @@ import contextlib
 import enum
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, cast
 
@@ -72,8 +72,10 @@ class MeshServer:
         credentials: grpc.ServerCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
+        metadata_hooks: Sequence[Callable[[], Awaitable[Mapping[str, str]]]] = (),
     ) -> None:
         self.registry = registry
+        self._metadata_hooks = tuple(metadata_hooks)
         self.settings = settings
         chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [RecoveryInterceptor()] if recovery else []
         chain.extend(interceptors)
@@ -161,7 +163,10 @@ class MeshServer:
         status = HealthStatus.SERVING if ready else HealthStatus.NOT_SERVING
         await self._set_health(status)
         identity: dict[str, Any] = {"id": settings.instance_id} if settings.instance_id else {}
-        metadata = {"grpc.services": ",".join(self._services), **settings.metadata}
+        metadata = {"grpc.services": ",".join(self._services)}
+        for hook in self._metadata_hooks:  # e.g. the metrics endpoint, started on first use
+            metadata.update(await hook())
+        metadata.update(settings.metadata)
         if settings.tls is not None or self._credentials is not None:
             metadata.setdefault("tls", "true")
         self._instance = ServiceInstance(
