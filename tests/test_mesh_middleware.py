@@ -122,3 +122,41 @@ async def test_tracing_from_config_links_client_and_server_spans(tmp_path: Path)
         assert server_spans[0].context.trace_id == client_spans[0].context.trace_id
         assert server_spans[0].parent is not None
         assert server_spans[0].parent.span_id == client_spans[0].context.span_id
+
+
+def tls_config(name: str, certs: Path, *, client_cert: bool = True) -> str:
+    security: dict[str, object] = {"tls_enabled": True, "ca_file": str(certs / "ca.pem")}
+    own = name if client_cert else "stranger"
+    security.update(cert_file=str(certs / f"{own}.pem"), key_file=str(certs / f"{own}-key.pem"), client_auth=True)
+    return json.dumps({"service": {"name": name}, "security": security, "logging": {"enabled": False}})
+
+
+async def test_mtls_from_config_with_certs_from_the_cli(tmp_path: Path) -> None:
+    from tests.cli.test_registry_cmds import run_cli
+
+    certs = tmp_path / "certs"
+    made = run_cli("certs", "dev", "echo-service", "caller-service", "--out", str(certs))
+    assert made.returncode == 0, made.stderr
+    assert (certs / "ca.pem").exists()
+    assert (certs / "echo-service-key.pem").stat().st_mode & 0o077 == 0  # private keys are owner-only
+    other_ca = tmp_path / "other"
+    assert run_cli("certs", "dev", "stranger", "--out", str(other_ca)).returncode == 0
+    for suffix in (".pem", "-key.pem"):  # a cert from another CA, placed where the stranger config finds it
+        (certs / f"stranger{suffix}").write_bytes((other_ca / f"stranger{suffix}").read_bytes())
+
+    url = f"sqlite://{tmp_path}/mesh.db"
+    async with (
+        grpcmesh.Mesh(url, config=parse_config(tls_config("echo-service", certs))) as server_mesh,
+        grpcmesh.Mesh(url, config=parse_config(tls_config("caller-service", certs))) as trusted,
+        grpcmesh.Mesh(url, config=parse_config(tls_config("caller-service", certs, client_cert=False))) as stranger,
+        grpcmesh.Mesh(url, config=parse_config(json.dumps({"logging": {"enabled": False}}))) as plaintext,
+    ):
+        server = await start_echo(server_mesh, "tls1")
+        assert server.instance.metadata["tls"] == "true"
+        request = echo_pb2.EchoRequest(message="secure")
+        reply = await echo_pb2_grpc.EchoStub(trusted.channel("echo-service")).Unary(request, timeout=5)
+        assert reply.message == "secure"
+        for refused in (stranger, plaintext):
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await echo_pb2_grpc.EchoStub(refused.channel("echo-service")).Unary(request, timeout=3)
+            assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)

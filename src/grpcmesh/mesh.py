@@ -23,6 +23,7 @@ from grpcmesh.config.models import SecurityConfig
 from grpcmesh.errors import ConfigError
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
+from grpcmesh.security.tls import client_credentials
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
@@ -201,14 +202,11 @@ class Mesh:
 
 
 def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
-    """TLS credentials for channels when the config enables TLS (client cert too under mTLS)."""
+    """TLS credentials for channels when the config enables TLS (presenting our cert under mTLS)."""
     if not security.tls_enabled:
         return None
-    root = security.ca_file.read_bytes() if security.ca_file else None
-    if security.client_auth and security.cert_file and security.key_file:
-        return grpc.ssl_channel_credentials(
-            root_certificates=root,
-            private_key=security.key_file.read_bytes(),
-            certificate_chain=security.cert_file.read_bytes(),
-        )
-    return grpc.ssl_channel_credentials(root_certificates=root)
+    if security.ca_file is None:
+        return grpc.ssl_channel_credentials()  # the system's trusted CAs
+    if security.client_auth:
+        return client_credentials(security.ca_file, security.cert_file, security.key_file)
+    return client_credentials(security.ca_file)
