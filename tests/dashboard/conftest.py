@@ -31,7 +31,7 @@ CHILD_TTL = 1.0
 # (service, instance id, version, dependencies) served in this process, with metrics
 IN_PROCESS = [
     ("gateway", "gateway-1", "v3", ("order-service", "user-service")),
-    ("user-service", "user-1", "v1", ()),
+    ("user-service", "user-1", "v1", ("order-service",)),  # a cycle with order-service, as in the shop
     ("order-service", "order-1", "v2", ("payment-service", "user-service")),
     ("payment-service", "payment-1", "v1", ("notification-service",)),
 ]

@@ -69,10 +69,32 @@ async def test_dashboard_in_headless_chromium(mesh: Mesh, browser: Browser) -> N
         # every instance is shown, and the graph has the services and their dependencies
         for key in mesh.instance_keys:
             await page.locator(row(page, key)).wait_for(state="visible", timeout=10_000)
-        edges = ["gateway->order-service", "order-service->payment-service", "payment-service->notification-service"]
+        edges = [
+            "gateway->order-service",
+            "order-service->payment-service",
+            "payment-service->notification-service",
+            "user-service->order-service",
+            "order-service->user-service",
+        ]
         for edge in edges:
             assert await page.locator(f'#graph [data-edge="{edge}"]').count() == 1, edge
         assert await page.locator("#graph g.node").count() == 5
+        # the layout survives the cycle: every node is drawn inside the visible graph, none overlap
+        boxes = await page.eval_on_selector_all(
+            "#graph g.node",
+            "nodes => nodes.map(n => { const r = n.getBoundingClientRect(); return [r.x, r.y, r.right, r.bottom]; })",
+        )
+        frame = await page.eval_on_selector(
+            ".graph-wrap", "w => { const r = w.getBoundingClientRect(); return [r.x, r.y, r.right, r.bottom]; }"
+        )
+        for x0, y0, x1, y1 in boxes:
+            assert frame[0] <= x0, (boxes, frame)
+            assert x1 <= frame[2] + 0.5, (boxes, frame)
+            assert frame[1] <= y0, (boxes, frame)
+            assert y1 <= frame[3] + 0.5, (boxes, frame)
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1 :]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)
         assert await page.locator("#connection").get_attribute("data-state") == "live"
         notification = page.locator(row(page, "notification-service/notification-1"))
         assert await notification.locator("td.calls").inner_text() == "\N{EN DASH}"  # no metrics_url, no rates

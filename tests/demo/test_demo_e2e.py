@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +89,9 @@ def test_demo_runs_the_shop_with_chaos_and_the_cli_works_against_it(tmp_path: Pa
                 "6",
                 "--summary-json",
                 str(summary_path),
+                "--dashboard",
+                "--dashboard-port",
+                "0",
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -101,6 +106,12 @@ def test_demo_runs_the_shop_with_chaos_and_the_cli_works_against_it(tmp_path: Pa
                 [s for s in ("user-service", "order-service", "payment-service", "notification-service") for _ in "ab"]
             )
             ports = [inst["port"] for inst in listed]
+
+            dashboard_url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", (tmp_path / "demo.out").read_text())
+            assert dashboard_url, "the demo did not print its dashboard URL"
+            with urllib.request.urlopen(dashboard_url.group(1) + "api/state", timeout=10) as response:
+                state = json.loads(response.read())
+            assert sorted(s["name"] for s in state["services"]) == sorted(set(names))
 
             health = cli("health", "order-service", "--registry", registry)
             assert health.returncode == 0, health.stdout + health.stderr

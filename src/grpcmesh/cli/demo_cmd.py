@@ -28,6 +28,8 @@ def demo_command(
         Path | None, typer.Option(help="Keep the registry, data and logs here (default: a temporary directory).")
     ] = None,
     summary_json: Annotated[Path | None, typer.Option(help="Also write the summary to this file as JSON.")] = None,
+    dashboard: Annotated[bool, typer.Option(help="Also serve the web dashboard (see --dashboard-port).")] = False,
+    dashboard_port: Annotated[int, typer.Option(min=0, max=65535, help="Dashboard port on 127.0.0.1.")] = 8080,
 ) -> None:
     """Run the example shop (user, order, payment, notification services) with traffic, chaos and a live view."""
     from grpcmesh.demo import DemoOptions, run_demo  # rich/aiohttp-heavy; only when the command runs
@@ -41,7 +43,14 @@ def demo_command(
             ) from None
     if seconds is not None and seconds <= 0:
         raise typer.BadParameter(f"{seconds:g} must be a positive number of seconds", param_hint="--seconds")
-    options = DemoOptions(seconds=seconds, chaos=chaos, rate=rate, instances=instances, workdir=workdir)
+    options = DemoOptions(
+        seconds=seconds,
+        chaos=chaos,
+        rate=rate,
+        instances=instances,
+        workdir=workdir,
+        dashboard_port=dashboard_port if dashboard else None,
+    )
     console = Console()
     try:
         summary = asyncio.run(run_demo(options, console))

@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console, RenderableType
 from rich.live import Live
 
+from grpcmesh.dashboard import Dashboard
 from grpcmesh.demo.observer import MeshObserver
 from grpcmesh.demo.processes import Child, spawn
 from grpcmesh.demo.summary import ChaosEvent, DemoSummary
@@ -54,6 +55,8 @@ class DemoOptions:
     first_chaos_after: float | None = None
     """Seconds of traffic before the first kill (default: a third of ``seconds``, at most 10)."""
     chaos_every: float = 20.0
+    dashboard_port: int | None = None
+    """Also serve the web dashboard (``grpcmesh.dashboard``) on 127.0.0.1 at this port (0: any free one)."""
 
 
 @contextlib.contextmanager
@@ -105,6 +108,7 @@ class _Demo:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
         self.console.print(f"registry: {self.system.registry_url}   logs: {self.system.logs_dir}")
+        dashboard = await self._start_dashboard()
         try:
             with Live(self._render(), console=self.console, refresh_per_second=4, transient=False) as live:
                 try:
@@ -116,7 +120,18 @@ class _Demo:
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
+            if dashboard is not None:
+                await dashboard.stop()
         return self.summary
+
+    async def _start_dashboard(self) -> Dashboard | None:
+        if self.options.dashboard_port is None:
+            return None
+        dashboard = Dashboard(self.registry, port=self.options.dashboard_port)
+        await dashboard.start()
+        self.summary.dashboard_url = dashboard.url
+        self.console.print(f"dashboard: {dashboard.url}")
+        return dashboard
 
     def _on_signal(self) -> None:
         self.signals += 1

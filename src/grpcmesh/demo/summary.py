@@ -36,6 +36,7 @@ class DemoSummary:
     p99_ms: float | None = None
     server_calls: int | None = None
     server_errors: int | None = None
+    dashboard_url: str | None = None
     """From the instances' metrics endpoints; ``None`` when none exposed metrics."""
     chaos: list[ChaosEvent] = field(default_factory=list)
     pids: list[int] = field(default_factory=list)

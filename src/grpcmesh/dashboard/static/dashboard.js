@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_EVENTS = 200;
-const NODE_W = 210, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16;
+const NODE_W = 210, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16, BACK_EDGE_DROP = 40;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -55,53 +55,83 @@ function nodeClass(service) {
 // -- dependency graph ---------------------------------------------------------------
 
 // Columns by longest path from a caller: callers left, what they depend on to the right.
+// Calls that close a cycle (user -> order -> user) are found by a depth-first walk that starts
+// from the services fewest others call, and are left out of the layering (drawn as back edges).
 function layout(services, edges) {
-  const callers = new Map(services.map((s) => [s.name, []]));
-  for (const e of edges) callers.get(e.to)?.push(e.from);
+  const names = services.map((s) => s.name);
+  const callees = new Map(names.map((n) => [n, []]));
+  const callerCount = new Map(names.map((n) => [n, 0]));
+  for (const e of edges) {
+    if (!callees.has(e.from) || !callees.has(e.to) || e.from === e.to) continue;
+    callees.get(e.from).push(e.to);
+    callerCount.set(e.to, callerCount.get(e.to) + 1);
+  }
+  const order = [...names].sort((a, b) => callerCount.get(a) - callerCount.get(b)
+    || callees.get(a).length - callees.get(b).length || a.localeCompare(b));
+  const back = new Set();
+  const state = new Map(); // 1: on the walk's stack, 2: done
+  const walk = (name) => {
+    state.set(name, 1);
+    for (const next of callees.get(name)) {
+      if (state.get(next) === 1) back.add(`${name}->${next}`);
+      else if (!state.has(next)) walk(next);
+    }
+    state.set(name, 2);
+  };
+  for (const name of order) if (!state.has(name)) walk(name);
   const level = new Map();
-  const depth = (name, visiting) => {
+  const depth = (name) => {
     if (level.has(name)) return level.get(name);
-    if (visiting.has(name)) return 0; // a cycle: break it here
-    visiting.add(name);
+    level.set(name, 0);
     let d = 0;
-    for (const caller of callers.get(name) || []) d = Math.max(d, depth(caller, visiting) + 1);
-    visiting.delete(name);
+    for (const e of edges) {
+      if (e.to === name && e.from !== name && callees.has(e.from) && !back.has(`${e.from}->${e.to}`)) {
+        d = Math.max(d, depth(e.from) + 1);
+      }
+    }
     level.set(name, d);
     return d;
   };
   const columns = [];
-  for (const s of services) {
-    const d = depth(s.name, new Set());
-    (columns[d] = columns[d] || []).push(s.name);
+  for (const name of order) {
+    const d = depth(name);
+    (columns[d] = columns[d] || []).push(name);
   }
   const pos = new Map();
-  columns.forEach((names, col) => names.forEach((name, row) => {
+  columns.filter(Boolean).forEach((column, col) => column.forEach((name, row) => {
     pos.set(name, { x: PAD + col * (NODE_W + COL_GAP), y: PAD + row * (NODE_H + ROW_GAP) });
   }));
-  const width = PAD * 2 + Math.max(1, columns.length) * (NODE_W + COL_GAP) - COL_GAP;
+  const used = columns.filter(Boolean).length;
+  const width = PAD * 2 + Math.max(1, used) * (NODE_W + COL_GAP) - COL_GAP;
   const rows = Math.max(1, ...columns.map((c) => (c ? c.length : 0)));
-  const height = PAD * 2 + rows * (NODE_H + ROW_GAP) - ROW_GAP;
-  return { pos, width, height };
+  const height = PAD * 2 + rows * (NODE_H + ROW_GAP) - ROW_GAP + (back.size ? BACK_EDGE_DROP : 0);
+  return { pos, width, height, back };
 }
 
 function renderGraph(state) {
   const graph = document.getElementById("graph");
-  const { pos, width, height } = layout(state.services, state.edges);
+  const { pos, width, height, back } = layout(state.services, state.edges);
   graph.replaceChildren();
   graph.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  graph.setAttribute("width", width);
-  graph.setAttribute("height", height);
+  graph.style.maxWidth = `${width}px`; // scale down to fit the panel, never up
   graph.append(svg("defs", {}, svg("marker", {
     id: "arrow", viewBox: "0 0 10 10", refX: 9, refY: 5, markerWidth: 7, markerHeight: 7, orient: "auto-start-reverse",
   }, svg("path", { d: "M0,0 L10,5 L0,10 z", class: "arrow" }))));
   for (const e of state.edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
     if (!a || !b) continue;
-    const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
-    const bend = Math.max(40, Math.abs(x2 - x1) / 2);
+    let d;
+    if (back.has(`${e.from}->${e.to}`)) { // closes a cycle: loop underneath, right to left
+      const x1 = a.x + NODE_W / 2, y1 = a.y + NODE_H, x2 = b.x + NODE_W / 2, y2 = b.y + NODE_H;
+      const low = Math.max(y1, y2) + BACK_EDGE_DROP;
+      d = `M${x1},${y1} C${x1},${low} ${x2},${low} ${x2},${y2}`;
+    } else {
+      const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
+      const bend = Math.max(40, Math.abs(x2 - x1) / 2);
+      d = `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+    }
     graph.append(svg("path", {
-      class: "edge", "data-edge": `${e.from}->${e.to}`, "marker-end": "url(#arrow)",
-      d: `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`,
+      class: "edge", "data-edge": `${e.from}->${e.to}`, "marker-end": "url(#arrow)", d,
     }));
   }
   for (const s of state.services) {
