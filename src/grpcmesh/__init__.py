@@ -1,6 +1,8 @@
 """grpcmesh: service discovery and inter-service communication for Python gRPC services."""
 
 from grpcmesh.__about__ import __version__
+from grpcmesh.client import ClientManager, MeshChannel
+from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.errors import (
     ConfigError,
     InvalidInstanceError,
@@ -10,26 +12,39 @@ from grpcmesh.errors import (
     RegistryClosedError,
     RegistryError,
     RegistryUnavailableError,
+    ServerError,
     UnknownSchemeError,
 )
+from grpcmesh.mesh import Mesh
 from grpcmesh.model import HealthStatus, ServiceInstance, decode_instance, encode_instance
 from grpcmesh.registry import Registry, open_registry
+from grpcmesh.server import Dependency, HealthReport, MeshServer, check_service_health
 
 __all__ = [
+    "ClientManager",
     "ConfigError",
+    "Dependency",
+    "HealthReport",
     "HealthStatus",
     "InvalidInstanceError",
     "InvalidRecordError",
+    "Mesh",
+    "MeshChannel",
+    "MeshConfig",
     "MeshError",
+    "MeshServer",
     "NoEndpointsError",
     "Registry",
     "RegistryClosedError",
     "RegistryError",
     "RegistryUnavailableError",
+    "ServerError",
     "ServiceInstance",
     "UnknownSchemeError",
     "__version__",
+    "check_service_health",
     "decode_instance",
     "encode_instance",
+    "load_config",
     "open_registry",
 ]

@@ -42,7 +42,20 @@ class UnknownSchemeError(RegistryError, ValueError):
 
 
 class ConfigError(MeshError, ValueError):
-    """A configuration file or value is invalid; the message names the key path."""
+    """A configuration file or value is invalid; the message names the key path.
+
+    ``problems`` holds ``(key_path, problem)`` pairs (e.g. ``("dependencies[1].name", "is
+    required")``) and ``file`` the configuration file, when they are known.
+    """
+
+    def __init__(self, message: str, *, file: str | None = None, problems: tuple[tuple[str, str], ...] = ()) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(message)
+
+
+class ServerError(MeshError):
+    """A mesh server could not start, bind or register (the message says which and why)."""
 
 
 class NoEndpointsError(MeshError, LookupError):

@@ -6,17 +6,28 @@ returns a :class:`Backend` (starting whatever server it needs through a fixture)
 
 from __future__ import annotations
 
+import json
 import sqlite3
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from grpcmesh import Registry, open_registry
+from tests.etcd_server import (  # noqa: F401 - fixtures used by the etcd tests
+    EtcdCluster,
+    etcd_cluster,
+    etcd_cluster_processes,
+    etcd_private_server,
+    etcd_server,
+    etcd_tls_server,
+)
+from tests.registry.consul_standin import ConsulStandIn
 
-BACKEND_NAMES = ["memory", "sqlite"]
+BACKEND_NAMES = ["memory", "sqlite", "etcd", "consul"]
 
 
 @dataclass
@@ -50,6 +61,39 @@ def _sqlite_corrupter(path: Path) -> Callable[[str, str, bytes], None]:
     return corrupt
 
 
+def _consul_corrupter(standin: ConsulStandIn) -> Callable[[str, str, bytes], None]:
+    """Registers, through the agent API, a service whose grpcmesh record is ``raw``."""
+
+    def corrupt(service: str, instance_id: str, raw: bytes) -> None:
+        body = {
+            "ID": f"{service}:{instance_id}",
+            "Name": service,
+            "Port": 1,
+            "Meta": {"grpcmesh-chunks": "1", "grpcmesh-0": raw.decode("utf-8", "replace")},
+        }
+        request = urllib.request.Request(
+            f"{standin.url}/v1/agent/service/register", data=json.dumps(body).encode(), method="PUT"
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+
+    return corrupt
+
+
+def _etcd_corrupter(cluster: EtcdCluster, prefix: str) -> Callable[[str, str, bytes], None]:
+    def corrupt(service: str, instance_id: str, raw: bytes) -> None:
+        cluster.etcdctl("put", f"{prefix}/{service}/{instance_id}", stdin=raw)
+
+    return corrupt
+
+
+@pytest.fixture
+def consul_standin() -> Iterator[ConsulStandIn]:
+    """A fresh Consul stand-in (see ``consul_standin.py``) on 127.0.0.1, on its own thread."""
+    with ConsulStandIn() as standin:
+        yield standin
+
+
 @pytest.fixture(params=BACKEND_NAMES)
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     name = request.param
@@ -58,4 +102,14 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if name == "sqlite":
         path = tmp_path / "registry.db"
         return Backend("sqlite", f"sqlite://{path}", multiprocess=True, corrupt=_sqlite_corrupter(path))
+    if name == "consul":
+        standin: ConsulStandIn = request.getfixturevalue("consul_standin")
+        # TTL checks so a killed owner's registrations expire; the stand-in reaps them
+        # 200 ms after their check goes critical (real Consul waits at least a minute).
+        url = f"consul://{standin.address}?check=ttl&deregister_after=200ms"
+        return Backend("consul", url, multiprocess=True, corrupt=_consul_corrupter(standin))
+    if name == "etcd":
+        cluster: EtcdCluster = request.getfixturevalue("etcd_server")
+        prefix = f"/test-{uuid.uuid4().hex[:12]}"  # one shared server: each test under its own prefix
+        return Backend("etcd", cluster.url(prefix), multiprocess=True, corrupt=_etcd_corrupter(cluster, prefix))
     raise AssertionError(f"no setup for backend {name}")

@@ -5,6 +5,7 @@ Each command group lives in its own module and is mounted on :data:`app` here.
 
 from __future__ import annotations
 
+from grpcmesh.cli import dashboard_cmd as _dashboard_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import demo_cmd as _demo_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import registry_cmds as _registry_cmds  # noqa: F401
 from grpcmesh.cli.app import app

@@ -26,6 +26,8 @@ __all__ = [
 BACKENDS: dict[str, str] = {
     "memory": "grpcmesh.registry.memory:from_url",
     "sqlite": "grpcmesh.registry.sqlite:from_url",
+    "consul": "grpcmesh.registry.consul:from_url",
+    "etcd": "grpcmesh.registry.etcd:from_url",
 }
 """URL scheme -> ``module:factory``; a factory takes ``(SplitResult, options)``."""
 

@@ -1,0 +1,187 @@
+"""One real ``grpc.aio`` channel per endpoint, with its call accounting and outlier state.
+
+A sub-channel counts its outstanding calls so that, when its endpoint leaves the registry,
+it can close only after they end (bounded by a grace period) instead of cancelling them.
+Consecutive *connection* failures (the request never left) eject it from balancing for a
+backoff period that doubles on every repeat; when the period ends it is offered again, and
+one more failure re-ejects it at once, while a success clears its record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import grpc
+
+from grpcmesh.discovery.endpoints import Endpoint
+from grpcmesh.errors import ConfigError
+
+log = logging.getLogger("grpcmesh.client")
+
+EWMA_ALPHA = 0.2
+
+
+@dataclass(frozen=True)
+class OutlierPolicy:
+    """When to eject an endpoint: ``consecutive_failures`` connection failures in a row."""
+
+    consecutive_failures: int = 3
+    base_ejection: float = 1.0
+    max_ejection: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1:
+            raise ConfigError(f"outlier.consecutive_failures: {self.consecutive_failures!r} must be >= 1")
+        if not 0 < self.base_ejection <= self.max_ejection:
+            raise ConfigError(
+                f"outlier.base_ejection: {self.base_ejection!r} must be > 0 and <= max_ejection ({self.max_ejection!r})"
+            )
+
+
+@dataclass(frozen=True)
+class EndpointStats:
+    """A snapshot of one endpoint's counters, for metrics and dashboards."""
+
+    id: str
+    target: str
+    outstanding: int
+    calls: int
+    failures: int
+    ewma_latency: float
+    ejected: bool
+    ejections: int
+    draining: bool
+
+
+class SubChannel:
+    """The connection to one endpoint."""
+
+    def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel, clock: Callable[[], float] = time.monotonic):
+        self.endpoint = endpoint
+        self.channel = channel
+        self._clock = clock
+        self._multicallables: dict[tuple[str, str, Any, Any], Any] = {}
+        self.outstanding = 0
+        self.calls = 0
+        self.failures = 0
+        self.ewma_latency = 0.0
+        self._latency_samples = 0
+        self.consecutive_failures = 0
+        self.ejections = 0
+        self.ejected_until = 0.0
+        self._ejection_streak = 0
+        self.draining = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._close_task: asyncio.Task[None] | None = None
+
+    @property
+    def id(self) -> str:
+        return self.endpoint.id
+
+    def multicallable(self, kind: str, method: str, serializer: Any, deserializer: Any, registered: bool) -> Any:
+        """The sub-channel's own multicallable for a method (cached; they are reusable)."""
+        key = (kind, method, serializer, deserializer)
+        found = self._multicallables.get(key)
+        if found is None:
+            factory = getattr(cast(Any, self.channel), kind)
+            found = factory(
+                method,
+                request_serializer=serializer,
+                response_deserializer=deserializer,
+                _registered_method=registered,
+            )
+            self._multicallables[key] = found
+        return found
+
+    # -- accounting -------------------------------------------------------------------
+
+    def call_started(self) -> None:
+        self.outstanding += 1
+        self.calls += 1
+        self._idle.clear()
+
+    def call_finished(self, latency: float, ok: bool) -> None:
+        self.outstanding = max(0, self.outstanding - 1)
+        if not ok:
+            self.failures += 1
+        self.ewma_latency = (
+            latency if self.calls == 1 else self.ewma_latency + EWMA_ALPHA * (latency - self.ewma_latency)
+        )
+        if self.outstanding == 0:
+            self._idle.set()
+
+    # -- outlier detection ------------------------------------------------------------
+
+    def is_ejected(self, now: float) -> bool:
+        return now < self.ejected_until
+
+    def record_success(self) -> None:
+        self.consecutive_failures = 0
+        self._ejection_streak = 0
+
+    def record_connect_failure(self, policy: OutlierPolicy) -> bool:
+        """Count a connection failure; True if this ejected the endpoint."""
+        self.consecutive_failures += 1
+        if self.consecutive_failures < policy.consecutive_failures or self.is_ejected(self._clock()):
+            return False
+        duration = min(policy.max_ejection, policy.base_ejection * (2**self._ejection_streak))
+        self._ejection_streak += 1
+        self.ejections += 1
+        self.ejected_until = self._clock() + duration
+        # One more failure after the ejection ends re-ejects at once (the probe failed).
+        self.consecutive_failures = policy.consecutive_failures - 1
+        log.warning(
+            "ejected endpoint %s (%s) for %.1fs after %d consecutive connection failures",
+            self.id,
+            self.endpoint.target,
+            duration,
+            policy.consecutive_failures,
+        )
+        return True
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    def drain(self, grace: float) -> None:
+        """Close once outstanding calls end, or after ``grace`` seconds (then they are cancelled)."""
+        if self._close_task is None:
+            self.draining = True
+            self._close_task = asyncio.get_running_loop().create_task(self._drain_then_close(grace))
+
+    async def _drain_then_close(self, grace: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
+        if self.outstanding:
+            log.warning(
+                "closing sub-channel %s with %d call(s) still running after %.1fs grace",
+                self.endpoint.target,
+                self.outstanding,
+                grace,
+            )
+        await self.channel.close(None)
+
+    async def close(self, grace: float | None = None) -> None:
+        if self._close_task is not None:
+            self._close_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._close_task
+        await self.channel.close(grace)
+
+    def stats(self, now: float) -> EndpointStats:
+        return EndpointStats(
+            id=self.id,
+            target=self.endpoint.target,
+            outstanding=self.outstanding,
+            calls=self.calls,
+            failures=self.failures,
+            ewma_latency=self.ewma_latency,
+            ejected=self.is_ejected(now),
+            ejections=self.ejections,
+            draining=self.draining,
+        )

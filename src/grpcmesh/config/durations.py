@@ -1,0 +1,48 @@
+"""Durations as written in configuration files: ``"10s"``, ``"500ms"``, ``"1m30s"``, or plain seconds.
+
+Configuration keeps the seed's Go-style duration strings; in code every duration is a
+``float`` of seconds, so nothing downstream needs to parse units again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any
+
+import pydantic
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_WHOLE_RE = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h))+$")
+
+MAX_DURATION = 7 * 24 * 3600.0
+"""A week: anything longer in a service config is a typo (``10h`` for ``10s``)."""
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``value``: a number of seconds or a string such as ``"1.5s"``, ``"500ms"``, ``"1m30s"``."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is not a duration; write e.g. '10s' or '500ms'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().replace(" ", "")
+        if not _WHOLE_RE.match(text):
+            try:
+                seconds = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"{value!r} is not a duration; write a number with a unit (ms, s, m, h), e.g. '10s' or '500ms'"
+                ) from None
+        else:
+            seconds = sum(float(number) * _UNITS[unit] for number, unit in _PART_RE.findall(text))
+    else:
+        raise ValueError(f"a duration must be a string such as '10s', not a {type(value).__name__}")
+    if math.isnan(seconds) or not 0 <= seconds <= MAX_DURATION:
+        raise ValueError(f"{value!r} is out of range; give a duration from 0s to {int(MAX_DURATION // 3600)}h")
+    return seconds
+
+
+Duration = Annotated[float, pydantic.BeforeValidator(parse_duration)]
+"""A pydantic field type: accepts duration strings or seconds, holds seconds."""

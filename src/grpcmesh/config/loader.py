@@ -1,0 +1,156 @@
+"""Reading a configuration file: YAML -> ``${VAR}`` interpolation -> environment overrides -> validation.
+
+Every failure along the way becomes one :class:`~grpcmesh.errors.ConfigError` whose message
+names the file and the key path of each problem (``dependencies[1].name: is required``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import yaml
+
+from grpcmesh.config.env import apply_env_overrides
+from grpcmesh.config.interpolate import InterpolationError, interpolate
+from grpcmesh.config.models import KeyProblem, MeshConfig, known_keys
+from grpcmesh.config.paths import format_path
+from grpcmesh.errors import ConfigError, InvalidInstanceError
+
+_SECRET_KEYS = ("service_auth_key",)
+_MAX_SHOWN_INPUT = 60
+
+
+def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None = None) -> MeshConfig:
+    """Load and validate a YAML configuration file (``env`` defaults to ``os.environ``)."""
+    source = os.fspath(path)
+    try:
+        text = Path(source).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: configuration file not found", file=source) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read configuration file: {exc}", file=source) from None
+    return parse_config(text, source=source, env=env)
+
+
+def parse_config(
+    document: str | Mapping[str, Any], *, source: str = "<config>", env: Mapping[str, str] | None = None
+) -> MeshConfig:
+    """Validate a YAML document (or an already parsed mapping); ``source`` names it in errors."""
+    env = os.environ if env is None else env
+    data = _parse_yaml(document, source) if isinstance(document, str) else document
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections (service:, registry:, ...), "
+            f"not a {type(data).__name__}",
+            file=source,
+        )
+    try:
+        resolved = interpolate(dict(data), env)
+    except InterpolationError as exc:
+        raise ConfigError(
+            f"{source}: {exc.path}: {exc.problem}", file=source, problems=((exc.path, exc.problem),)
+        ) from None
+    overridden = apply_env_overrides(resolved, env, source)
+    try:
+        return MeshConfig.model_validate(resolved)
+    except pydantic.ValidationError as exc:
+        problems = _problems(exc, overridden)
+        raise _config_error(source, problems) from None
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    loader.flatten_mapping(node)
+    mapping: dict[Any, Any] = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            duplicate = key in mapping
+        except TypeError:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"unhashable key {key!r}", key_node.start_mark
+            ) from None
+        if duplicate:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark
+            )
+        mapping[key] = loader.construct_object(value_node, deep=True)
+    return mapping
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {exc}", file=source) from None
+    except Exception as exc:  # the YAML parser fails in other ways on odd input (e.g. a date 2001-02-30)
+        raise ConfigError(f"{source}: not valid YAML: {type(exc).__name__}: {exc}", file=source) from None
+
+
+def _config_error(source: str, problems: list[tuple[str, str]]) -> ConfigError:
+    if len(problems) == 1:
+        path, problem = problems[0]
+        message = f"{source}: {path}: {problem}"
+    else:
+        lines = "\n".join(f"  {path}: {problem}" for path, problem in problems)
+        message = f"{source}: {len(problems)} configuration problems:\n{lines}"
+    return ConfigError(message, file=source, problems=tuple(problems))
+
+
+def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for error in exc.errors():
+        loc = [part for part in error["loc"] if part != "[key]"]
+        is_key = "[key]" in error["loc"]
+        path = format_path(loc)
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, KeyProblem):
+            path = path + cause.key if cause.key.startswith("[") else f"{path}.{cause.key}"
+            problem = cause.problem
+        elif isinstance(cause, InvalidInstanceError):
+            problem = cause.problem
+        elif isinstance(cause, ValueError):
+            problem = str(cause)
+        else:
+            problem = _describe(error, path)
+        if is_key:
+            problem = f"bad key: {problem}"
+        variable = overridden.get(path)
+        if variable is not None:
+            problem += f" (from ${variable})"
+        if (path, problem) not in problems:
+            problems.append((path, problem))
+    return problems
+
+
+def _describe(error: Any, path: str) -> str:
+    kind = error.get("type", "")
+    if kind == "missing":
+        return "is required"
+    if kind == "extra_forbidden":
+        name = path.rsplit(".", 1)[-1]
+        close = difflib.get_close_matches(name, sorted(known_keys()), n=1)
+        return "is not a known key" + (f"; did you mean '{close[0]}'?" if close else "")
+    message = str(error.get("msg", "is invalid"))
+    value = error.get("input")
+    if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{message}; YAML read a number here, so write the value in quotes (e.g. '1.10')"
+    if any(secret in path for secret in _SECRET_KEYS):
+        return message
+    shown = repr(value)
+    if len(shown) > _MAX_SHOWN_INPUT:
+        shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."
+    return f"{message} (got {shown})"

@@ -1,0 +1,11 @@
+"""A live web dashboard of the mesh: dependency graph, instances with rates, registry events.
+
+Served by aiohttp with a static page (plain HTML, vanilla JS, inline SVG) that gets its
+updates over Server-Sent Events. Data comes from the registry (``Registry`` protocol only)
+and from each instance's Prometheus endpoint, named by its ``metrics_url`` metadata.
+"""
+
+from grpcmesh.dashboard.server import Dashboard, serve_dashboard
+from grpcmesh.dashboard.view import METRICS_URL_KEY
+
+__all__ = ["METRICS_URL_KEY", "Dashboard", "serve_dashboard"]

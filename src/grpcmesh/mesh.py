@@ -1,0 +1,203 @@
+"""``Mesh``: what a service holds — the registry connection, the configuration, the middleware.
+
+A service makes one ``Mesh`` (``Mesh.from_config(path)`` or ``Mesh(registry=...)``) and
+asks it for servers (``mesh.server()``) and channels (``mesh.channel()``). The mesh owns
+what is shared between them: the registry (closed with the mesh when the mesh opened it),
+the config sections that security, tracing and metrics read, and the ordered interceptor
+chains every server (and channel) it makes will use.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcmesh.client import ClientManager, MeshChannel
+from grpcmesh.config import MeshConfig, load_config
+from grpcmesh.config.models import SecurityConfig
+from grpcmesh.errors import ConfigError
+from grpcmesh.registry import Registry, open_registry
+from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
+
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+
+
+class Mesh:
+    """The shared mesh state of one process.
+
+    ``registry`` is a :class:`Registry` (owned by the caller) or an ``open_registry`` URL
+    (opened and later closed by the mesh); by default the config's ``registry`` section,
+    which itself defaults to ``sqlite://``. ``server_interceptors`` run, in order, in every
+    server after the recovery interceptor; ``client_interceptors`` in every channel.
+    ``client_options`` are extra :class:`ClientManager` arguments (``default_policy``,
+    ``retry_methods``, ``endpoint_wait``...).
+    """
+
+    def __init__(
+        self,
+        registry: Registry | str | None = None,
+        *,
+        config: MeshConfig | None = None,
+        server_interceptors: Sequence[ServerInterceptor] = (),
+        client_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        client_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config if config is not None else MeshConfig()
+        if registry is None or isinstance(registry, str):
+            url = registry if registry is not None else self.config.registry.resolved_url
+            options = self.config.registry.options if registry is None else {}
+            self.registry: Registry = open_registry(url, **options)
+            self._owns_registry = True
+        else:
+            self.registry = registry
+            self._owns_registry = False
+        self.server_interceptors: tuple[ServerInterceptor, ...] = tuple(server_interceptors)
+        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = tuple(client_interceptors)
+        self._servers: list[MeshServer] = []
+        self._clients: ClientManager | None = None
+        self._client_options: dict[str, Any] = dict(client_options or {})
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        server_interceptors: Sequence[ServerInterceptor] = (),
+        client_interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+    ) -> Mesh:
+        """A mesh configured by a YAML file (see :func:`grpcmesh.load_config`)."""
+        return cls(
+            config=load_config(path, env=env),
+            server_interceptors=server_interceptors,
+            client_interceptors=client_interceptors,
+        )
+
+    def server(
+        self,
+        name: str | None = None,
+        version: str | None = None,
+        port: int | None = None,
+        host: str | None = None,
+        *,
+        dependencies: Sequence[Dependency | str] | None = None,
+        metadata: Mapping[str, str] | None = None,
+        interceptors: Sequence[ServerInterceptor] = (),
+        credentials: grpc.ServerCredentials | None = None,
+        recovery: bool = True,
+        options: Sequence[tuple[str, Any]] = (),
+        maximum_concurrent_rpcs: int | None = None,
+        **settings: Any,
+    ) -> MeshServer:
+        """A server for ``name``; every argument left out comes from the config's ``service`` section.
+
+        ``dependencies`` (names or :class:`Dependency`) default to the config's; extra
+        ``settings`` are :class:`ServerSettings` fields (``shutdown_grace``,
+        ``propagation_delay``, ``handle_signals``, ``readiness_timeout``, ``instance_id``...).
+        """
+        service = self.config.service
+        name = name or (service.name if service else None)
+        if not name:
+            raise ConfigError("mesh.server() needs a service name: pass name=... or set service.name in the config")
+        defaults: dict[str, Any] = {"ttl": self.config.registry.deregister_after}
+        if service is not None:
+            defaults.update(
+                version=service.version,
+                port=service.port,
+                host=service.host,
+                advertise_address=service.advertise_address,
+                metadata=dict(service.metadata),
+                weight=service.weight,
+                reflection=service.reflection,
+                shutdown_grace=service.shutdown_grace,
+                propagation_delay=service.propagation_delay,
+            )
+        security = self.config.security
+        if security.tls_enabled and security.cert_file and security.key_file and credentials is None:
+            defaults["tls"] = TlsFiles(security.cert_file, security.key_file, security.ca_file, security.client_auth)
+        if dependencies is None:
+            deps = tuple(Dependency(d.name, d.version, d.required) for d in self.config.dependencies)
+        else:
+            deps = tuple(d if isinstance(d, Dependency) else Dependency(d) for d in dependencies)
+        given = {"version": version, "port": port, "host": host, "metadata": metadata}
+        defaults.update({key: value for key, value in given.items() if value is not None})
+        defaults.update(settings)
+        server = MeshServer(
+            self.registry,
+            ServerSettings(name=name, dependencies=deps, **defaults),
+            interceptors=[*self.server_interceptors, *interceptors],
+            recovery=recovery,
+            credentials=credentials,
+            options=options,
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
+        )
+        self._servers.append(server)
+        return server
+
+    def channel(
+        self,
+        name: str,
+        version: str | None = None,
+        metadata_match: Mapping[str, str] | None = None,
+        policy: str | None = None,
+    ) -> MeshChannel:
+        """The shared :class:`MeshChannel` to service ``name``; generated stubs use it unchanged.
+
+        One channel per (name, filter, policy) for the whole process (the seed's
+        ``ClientManager``), carrying this mesh's client interceptors and TLS settings.
+        """
+        return self.clients.channel(name, version=version, metadata_match=metadata_match, policy=policy)
+
+    @property
+    def clients(self) -> ClientManager:
+        """The :class:`ClientManager` behind :meth:`channel`, created on first use."""
+        if self._clients is None:
+            if self._closed:
+                raise ConfigError("this Mesh is closed; create a new one")
+            self._clients = ClientManager(
+                self.registry,
+                interceptors=self.client_interceptors,
+                credentials=_client_credentials(self.config.security),
+                **self._client_options,
+            )
+        return self._clients
+
+    async def close(self) -> None:
+        """Stop the servers this mesh made (gracefully), then close the registry if the mesh opened it."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            await server.stop()
+        if self._clients is not None:
+            await self._clients.close()
+        if self._owns_registry:
+            await self.registry.close()
+
+    async def __aenter__(self) -> Mesh:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+
+def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
+    """TLS credentials for channels when the config enables TLS (client cert too under mTLS)."""
+    if not security.tls_enabled:
+        return None
+    root = security.ca_file.read_bytes() if security.ca_file else None
+    if security.client_auth and security.cert_file and security.key_file:
+        return grpc.ssl_channel_credentials(
+            root_certificates=root,
+            private_key=security.key_file.read_bytes(),
+            certificate_chain=security.cert_file.read_bytes(),
+        )
+    return grpc.ssl_channel_credentials(root_certificates=root)

@@ -1,0 +1,1 @@
+"""gRPC interceptors, one concern per module (``recovery``, and auth, metrics, tracing, logging)."""

@@ -1,0 +1,512 @@
+"""The production registry: etcd v3, with leases for liveness and prefix watches for changes.
+
+Layout: ``{prefix}/{name}/{id}`` (prefix default ``/services``) holds the shared JSON wire
+encoding, so ``etcdctl get --prefix /services`` shows readable records.
+
+* **Liveness.** Each registry object (one *owner*) puts its keys under one etcd lease per
+  distinct TTL (normally exactly one lease) and keeps it alive every ``ttl / 3``. A killed
+  owner stops refreshing and etcd deletes its keys when the lease expires. If etcd loses the
+  lease instead (etcd wiped or restarted without data, or the owner cut off for longer than
+  the TTL), the next keep-alive learns it, and the owner grants a new lease and puts
+  everything it owns again, logging that it did.
+* **Watching.** ``watch(name)`` reads the service's keys, then watches the prefix from the
+  read's revision + 1, so no change falls between the two. If the stream breaks, its member
+  dies, or the start revision was compacted, the watch starts over with a fresh read. One
+  stream per watched name serves every watcher of this registry object (:class:`SnapshotFeed`).
+* **Several members.** ``etcd://a:2379,b:2379,c:2379`` sends calls to one member and moves
+  to the next when it fails; leases and keys live in the cluster, so nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import SplitResult
+
+import grpc
+import grpc.aio
+from aetcd import rpc
+
+from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryError
+from grpcmesh.model import ServiceInstance, check_service_name, decode_instance, encode_instance
+from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, SnapshotFeed, check_ttl, sort_snapshot
+from grpcmesh.registry.etcd_client import EOF, Endpoint, EtcdClient, LeaseNotFoundError, Session, TlsFiles
+
+log = logging.getLogger("grpcmesh.registry.etcd")
+
+DEFAULT_PREFIX = "/services"
+DEFAULT_TIMEOUT = 5.0
+_REPUT_CONCURRENCY = 64
+_MAX_WARNED = 10_000
+
+
+@dataclass
+class _Lease:
+    """This owner's lease for one TTL, and the keep-alive task refreshing it."""
+
+    ttl: int
+    id: int | None = None
+    granted_ttl: int = 0
+    needs_reput: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class _Watched:
+    """One watched service: the shared feed, the instances by key, and the stream task."""
+
+    name: str
+    feed: SnapshotFeed = field(default_factory=SnapshotFeed)
+    instances: dict[bytes, ServiceInstance] = field(default_factory=dict)
+    watchers: int = 0
+    task: asyncio.Task[None] | None = None
+
+    async def publish(self) -> None:
+        await self.feed.publish(sort_snapshot(self.instances.values()))
+
+
+class EtcdRegistry(BaseRegistry):
+    """Registry in an etcd v3 cluster (etcd 3.4+)."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[str | Endpoint] = ("127.0.0.1:2379",),
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        tls: TlsFiles | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        parsed = [e if isinstance(e, Endpoint) else Endpoint.parse(e) for e in endpoints]
+        self.prefix = _check_prefix(prefix)
+        self._client = EtcdClient(parsed, tls=tls, username=username, password=password, timeout=timeout)
+        self._owned: dict[tuple[str, str], tuple[ServiceInstance, int]] = {}
+        self._leases: dict[int, _Lease] = {}
+        self._watches: dict[str, _Watched] = {}
+        self._watch_lock = asyncio.Lock()
+        self._warned: set[tuple[bytes, int]] = set()
+
+    def __repr__(self) -> str:
+        return f"EtcdRegistry(endpoints={self._client.describe()!r}, prefix={self.prefix!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """``host:port`` of the member this registry currently talks to."""
+        return str(self._client.endpoint)
+
+    # -- keys -------------------------------------------------------------------------
+
+    def _service_prefix(self, name: str) -> bytes:
+        return f"{self.prefix}/{name}/".encode()
+
+    def _key(self, instance: ServiceInstance) -> bytes:
+        return self._service_prefix(instance.name) + instance.id.encode()
+
+    # -- registration -----------------------------------------------------------------
+
+    async def register(self, instance: ServiceInstance, *, ttl: float = DEFAULT_TTL) -> None:
+        self._ensure_open()
+        seconds = max(1, math.ceil(check_ttl(ttl)))
+        lease = self._leases.get(seconds)
+        if lease is None:
+            lease = self._leases[seconds] = _Lease(seconds)
+        previous = self._owned.get(instance.key)
+        self._owned[instance.key] = (instance, seconds)  # before the put: a lease recovery re-puts it too
+        try:
+            await self._put(lease, instance)
+        except BaseException:
+            if self._owned.get(instance.key) == (instance, seconds):
+                if previous is None:
+                    del self._owned[instance.key]
+                else:
+                    self._owned[instance.key] = previous
+            raise
+        if lease.task is None:
+            lease.task = asyncio.get_running_loop().create_task(self._keep_alive(lease))
+
+    async def _put(self, lease: _Lease, instance: ServiceInstance) -> None:
+        key, value = self._key(instance), encode_instance(instance)
+        for _ in range(3):
+            lease_id = await self._lease_id(lease, f"registering {instance.name}/{instance.id}")
+            try:
+                await self._client.call(
+                    f"registering {instance.name}/{instance.id}",
+                    lambda s, t: s.put(key, value, lease_id, t),  # noqa: B023 - awaited at once
+                )
+                return
+            except LeaseNotFoundError:
+                await self._recover(lease, lease_id)
+        raise RegistryError(f"etcd kept losing the lease while registering {instance.name}/{instance.id}")
+
+    async def _lease_id(self, lease: _Lease, why: str) -> int:
+        if lease.id is not None:
+            return lease.id
+        async with lease.lock:
+            if lease.id is not None:
+                return lease.id
+            new_id, lease.granted_ttl = await self._client.call(
+                f"{why} (granting a {lease.ttl}s lease)", lambda s, t: s.grant(lease.ttl, t)
+            )
+            lease.id = new_id
+            return new_id
+
+    async def _recover(self, lease: _Lease, lost_id: int | None) -> None:
+        """etcd lost lease ``lost_id``: grant a new one and put everything it carried again.
+
+        If that fails half-way (etcd went away again), ``needs_reput`` stays set and the
+        keep-alive loop retries until every owned key is back.
+        """
+        async with lease.lock:
+            if lease.id != lost_id and not lease.needs_reput:
+                return  # someone recovered already
+            if lease.id == lost_id:
+                lease.id = None
+            lease.needs_reput = True
+            owned = [inst for inst, ttl in self._owned.values() if ttl == lease.ttl]
+            if owned and lease.id is None:
+                lease.id, lease.granted_ttl = await self._client.call(
+                    f"granting a {lease.ttl}s lease", lambda s, t: s.grant(lease.ttl, t)
+                )
+            new_id = lease.id or 0
+            limit = asyncio.Semaphore(_REPUT_CONCURRENCY)
+
+            async def reput(instance: ServiceInstance) -> None:
+                key, value = self._key(instance), encode_instance(instance)
+                async with limit:
+                    await self._client.call(
+                        f"re-registering {instance.name}/{instance.id}", lambda s, t: s.put(key, value, new_id, t)
+                    )
+
+            try:
+                await asyncio.gather(*(reput(inst) for inst in owned))
+            except LeaseNotFoundError:
+                lease.id = None  # lost again already: the next attempt grants another
+                raise
+            lease.needs_reput = False
+        if owned:
+            log.warning(
+                "etcd lost lease %s (etcd restarted without its data, or no keep-alive reached it for longer "
+                "than the %ss TTL); re-registered %d instance(s) under lease %x: %s",
+                "?" if lost_id is None else f"{lost_id:x}",
+                lease.ttl,
+                len(owned),
+                new_id,
+                ", ".join(f"{i.name}/{i.id}" for i in owned[:10]) + (" ..." if len(owned) > 10 else ""),
+            )
+
+    async def _keep_alive(self, lease: _Lease) -> None:
+        failing = False
+        while not self._closed:
+            interval = max(lease.granted_ttl, lease.ttl) / 3
+            await asyncio.sleep(min(interval, 0.5) if failing else interval)
+            lease_id = lease.id
+            try:
+                if lease.needs_reput:
+                    await self._recover(lease, None)
+                elif lease_id is not None:
+                    remaining = await self._client.call(
+                        f"keeping lease {lease_id:x} alive",
+                        lambda s, t: s.keep_alive(lease_id, t),  # noqa: B023
+                    )
+                    if remaining <= 0:
+                        await self._recover(lease, lease_id)
+                if failing:
+                    log.info("etcd keep-alive works again (via %s)", self.endpoint)
+                failing = False
+            except (RegistryError, LeaseNotFoundError) as exc:
+                if not failing:
+                    log.warning("etcd keep-alive failed, retrying every 0.5 s: %s", exc)
+                failing = True
+
+    async def deregister(self, instance: ServiceInstance) -> None:
+        self._ensure_open()
+        self._owned.pop(instance.key, None)
+        key = self._key(instance)
+        await self._client.call(f"deregistering {instance.name}/{instance.id}", lambda s, t: s.delete(key, t))
+
+    # -- reading ----------------------------------------------------------------------
+
+    async def get_service(self, name: str) -> list[ServiceInstance]:
+        self._ensure_open()
+        self._check_name(name)
+        prefix = self._service_prefix(name)
+        reply = await self._client.call(f"reading {name}", lambda s, t: s.range_prefix(prefix, t))
+        return sort_snapshot(self._decode_all(name, reply.kvs).values())
+
+    async def list_services(self) -> list[str]:
+        self._ensure_open()
+        root = f"{self.prefix}/".encode()
+        reply = await self._client.call("listing services", lambda s, t: s.range_prefix(root, t, keys_only=True))
+        names = set()
+        for kv in reply.kvs:
+            name, sep, instance_id = bytes(kv.key)[len(root) :].decode("utf-8", "replace").partition("/")
+            if sep and instance_id and "/" not in instance_id and _is_service_name(name):
+                names.add(name)
+        return sorted(names)
+
+    def _decode_all(self, name: str, kvs: Iterable[Any]) -> dict[bytes, ServiceInstance]:
+        decoded = {}
+        for kv in kvs:
+            key = bytes(kv.key)
+            instance = self._decode(name, key, bytes(kv.value), int(kv.mod_revision))
+            if instance is not None:
+                decoded[key] = instance
+        return decoded
+
+    def _decode(self, name: str, key: bytes, value: bytes, revision: int) -> ServiceInstance | None:
+        """The instance a key holds, or None (logged once) for a bad or misplaced record."""
+        instance_id = key[len(self._service_prefix(name)) :].decode("utf-8", "replace")
+        try:
+            instance = decode_instance(value)
+            if instance.key != (name, instance_id):
+                stored = f"{name}/{instance_id}"
+                raise InvalidRecordError(f"record is for {instance.name}/{instance.id}, stored under {stored}")
+        except InvalidRecordError as exc:
+            if (key, revision) not in self._warned:
+                if len(self._warned) >= _MAX_WARNED:
+                    self._warned.clear()
+                self._warned.add((key, revision))
+                log.warning("skipping bad registry record %s in etcd: %s", key.decode("utf-8", "replace"), exc)
+            return None
+        return instance
+
+    # -- watching ---------------------------------------------------------------------
+
+    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        self._ensure_open()
+        self._check_name(name)
+        watched = await self._start_watch(name)
+        try:
+            async for snapshot in watched.feed.subscribe():
+                yield snapshot
+        finally:
+            watched.watchers -= 1
+            if watched.watchers == 0 and self._watches.get(name) is watched:
+                del self._watches[name]  # last watcher gone: stop the stream
+                if watched.task is not None:
+                    watched.task.cancel()
+
+    async def _start_watch(self, name: str) -> _Watched:
+        async with self._watch_lock:
+            self._ensure_open()
+            watched = self._watches.get(name)
+            if watched is None:
+                watched = _Watched(name)
+                revision = await self._load(watched)  # raises if etcd is unreachable
+                self._watches[name] = watched
+                watched.task = asyncio.get_running_loop().create_task(self._follow_forever(watched, revision))
+            watched.watchers += 1
+            return watched
+
+    async def _load(self, watched: _Watched) -> int:
+        """Read the service afresh, publish it, and return the revision it was read at."""
+        prefix = self._service_prefix(watched.name)
+        reply = await self._client.call(f"reading {watched.name}", lambda s, t: s.range_prefix(prefix, t))
+        watched.instances = self._decode_all(watched.name, reply.kvs)
+        await watched.publish()
+        return int(reply.header.revision)
+
+    async def _follow_forever(self, watched: _Watched, revision: int | None) -> None:
+        """Keep ``watched`` current: stream changes, and start over whenever the stream ends."""
+        failures = 0
+        while not self._closed:
+            try:
+                if revision is None:
+                    revision = await self._load(watched)
+                healthy = await self._follow(watched, revision)
+            except RegistryError as exc:
+                if failures == 0:
+                    log.warning("etcd watch of %s failed; keeping the last snapshot, retrying: %s", watched.name, exc)
+                healthy = False
+            if healthy:
+                if failures:
+                    log.info("etcd watch of %s works again (via %s)", watched.name, self.endpoint)
+                failures = 0
+            else:
+                failures += 1
+                await asyncio.sleep(min(0.05 * 2**failures, 1.0))
+            revision = None
+
+    async def _follow(self, watched: _Watched, revision: int) -> bool:
+        """Stream changes after ``revision`` until the stream ends; False if it never started."""
+        session = await self._client.session(f"watching {watched.name}")
+        stop = asyncio.Event()
+        prefix = self._service_prefix(watched.name)
+        create = rpc.WatchCreateRequest(
+            key=prefix, range_end=_prefix_end(prefix), start_revision=revision + 1, progress_notify=True
+        )
+
+        async def requests() -> AsyncIterator[Any]:
+            yield rpc.WatchRequest(create_request=create)
+            await stop.wait()
+
+        # "hasleader": the member ends the stream if it loses the leader (partitioned), so we move on.
+        call = session.watch.Watch(requests(), metadata=(*session.metadata, ("hasleader", "true")))
+        reader = asyncio.ensure_future(self._read_stream(watched, session, call, revision))
+        retired = asyncio.ensure_future(session.retired.wait())
+        try:
+            await asyncio.wait({reader, retired}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.set()
+            call.cancel()
+            for task in (reader, retired):
+                task.cancel()
+            await asyncio.gather(reader, retired, return_exceptions=True)
+        if not reader.done() or reader.cancelled():
+            return True  # the session was retired by another call: start over on the next member
+        exc = reader.exception()
+        if exc is None:
+            return reader.result()
+        if isinstance(exc, grpc.aio.AioRpcError):
+            problem = f"broke ({exc.code().name})"
+        elif isinstance(exc, TimeoutError):
+            problem = "was not confirmed in time"
+        else:
+            raise exc
+        log.info("etcd watch of %s on %s %s; starting over", watched.name, session.endpoint, problem)
+        self._client.retire(session)
+        return False
+
+    async def _read_stream(self, watched: _Watched, session: Session, call: Any, revision: int) -> bool:
+        first = await asyncio.wait_for(call.read(), self._client.timeout)
+        if first is EOF:
+            return False
+        if first.compact_revision or first.canceled:
+            log.info(
+                "etcd watch of %s could not start at revision %d (%s); reloading",
+                watched.name,
+                revision + 1,
+                f"compacted up to {first.compact_revision}" if first.compact_revision else first.cancel_reason,
+            )
+            return True
+        if first.header.revision < revision:
+            log.info("etcd at %s is at an older revision than we read (data reset); reloading", session.endpoint)
+            return True
+        while True:
+            reply = await call.read()
+            if reply is EOF:
+                return True
+            if reply.compact_revision or reply.canceled:
+                log.info("etcd ended the watch of %s (%s); reloading", watched.name, reply.cancel_reason or "compacted")
+                return True
+            if not reply.events:
+                continue  # progress notification
+            for event in reply.events:
+                key = bytes(event.kv.key)
+                instance = None
+                if event.type != rpc.Event.DELETE:
+                    instance = self._decode(watched.name, key, bytes(event.kv.value), int(event.kv.mod_revision))
+                if instance is None:
+                    watched.instances.pop(key, None)
+                else:
+                    watched.instances[key] = instance
+            await watched.publish()
+
+    # -- shutdown ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Revoke this owner's leases (deleting its keys at once), end watches, disconnect."""
+        if self._closed:
+            return
+        self._closed = True
+        for lease in self._leases.values():
+            if lease.task is not None:
+                lease.task.cancel()
+        for lease in self._leases.values():
+            lease_id = lease.id
+            if lease_id is None:
+                continue
+            try:
+                await self._client.call(f"revoking lease {lease_id:x}", lambda s, t: s.revoke(lease_id, t))  # noqa: B023
+            except LeaseNotFoundError:
+                pass
+            except RegistryError as exc:
+                log.warning("could not deregister on close (the keys expire after their TTL): %s", exc)
+        self._owned.clear()
+        tasks = [w.task for w in self._watches.values() if w.task is not None]
+        tasks += [lease.task for lease in self._leases.values() if lease.task is not None]
+        for task in tasks:
+            task.cancel()
+        for watched in list(self._watches.values()):
+            await watched.feed.close()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._client.close()
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    from aetcd.utils import prefix_range_end
+
+    return bytes(prefix_range_end(prefix))
+
+
+def _is_service_name(name: str) -> bool:
+    try:
+        check_service_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_prefix(prefix: str) -> str:
+    cleaned = "/" + prefix.strip("/")
+    if cleaned == "/" or any(not part for part in cleaned[1:].split("/")) or " " in cleaned:
+        raise ConfigError(f"registry: etcd key prefix {prefix!r} is invalid; use a path such as /services")
+    return cleaned
+
+
+_OPTIONS = {"ca", "cert", "key", "tls", "username", "password", "timeout"}
+
+
+def from_url(url: SplitResult, options: dict[str, Any]) -> EtcdRegistry:
+    """``etcd://host:port[,host:port...]/prefix`` (default ``127.0.0.1:2379`` and ``/services``).
+
+    Options: ``ca``, ``cert``, ``key`` (PEM files; any of them turns TLS on), ``tls=true``
+    (TLS with the system's CAs), ``username`` and ``password``, ``timeout`` (seconds per
+    call, across members; default 5).
+    """
+    unknown = sorted(set(options) - _OPTIONS)
+    if unknown:
+        raise ConfigError(f"registry: etcd:// does not take option(s) {unknown}; it takes {sorted(_OPTIONS)}")
+    if "@" in url.netloc:
+        raise ConfigError(
+            "registry: put etcd credentials in the username and password options, not in the URL (URLs end up in logs)"
+        )
+    hosts = [h for h in url.netloc.split(",") if h.strip()] or ["127.0.0.1:2379"]
+    endpoints = [Endpoint.parse(h) for h in hosts]
+    prefix = url.path if url.path.strip("/") else DEFAULT_PREFIX
+    files = {name: Path(str(options[name])).expanduser() for name in ("ca", "cert", "key") if options.get(name)}
+    if ("cert" in files) != ("key" in files):
+        raise ConfigError("registry: etcd options cert and key go together (client certificate and its key)")
+    for name, path in files.items():
+        if not path.is_file():
+            raise ConfigError(f"registry: etcd option {name}={str(path)!r} is not a file; give the path of a PEM file")
+    tls_flag = str(options.get("tls", "")).lower()
+    if tls_flag not in {"", "0", "1", "true", "false", "yes", "no"}:
+        raise ConfigError(f"registry: etcd option tls={options['tls']!r} must be true or false")
+    use_tls = bool(files) or tls_flag in {"1", "true", "yes"}
+    tls = TlsFiles(files.get("ca"), files.get("cert"), files.get("key")) if use_tls else None
+    try:
+        timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
+    except (TypeError, ValueError):
+        raise ConfigError(f"registry: etcd option timeout={options['timeout']!r} is not a number of seconds") from None
+    if not 0.1 <= timeout <= 300:
+        raise ConfigError("registry: etcd option timeout must be between 0.1 and 300 seconds")
+    username, password = options.get("username"), options.get("password")
+    return EtcdRegistry(
+        endpoints,
+        prefix=prefix,
+        tls=tls,
+        username=None if username is None else str(username),
+        password=None if password is None else str(password),
+        timeout=timeout,
+    )

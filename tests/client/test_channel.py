@@ -1,0 +1,203 @@
+"""MeshChannel as a drop-in ``grpc.aio.Channel``: all four RPC kinds, errors, deadlines, metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from grpcmesh import NoEndpointsError, Registry, ServiceInstance
+from grpcmesh.client import ClientManager, MeshChannel
+from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+from grpcmesh.testing import EchoServicer
+from tests.client.conftest import SERVICE, StartInstance
+
+
+async def test_generated_stub_works_for_all_four_rpc_kinds(registry: Registry, start_instance: StartInstance) -> None:
+    await start_instance("a")
+    await start_instance("b")
+    async with MeshChannel(registry, SERVICE) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+
+        reply = await stub.Unary(echo_pb2.EchoRequest(message="one"), timeout=5)
+        assert reply.message == "one"
+        assert reply.instance_id in {"a", "b"}
+
+        streamed = [r async for r in stub.ServerStream(echo_pb2.EchoRequest(message="s", count=3), timeout=5)]
+        assert [r.index for r in streamed] == [0, 1, 2]
+        assert len({r.instance_id for r in streamed}) == 1
+
+        call = stub.ServerStream(echo_pb2.EchoRequest(message="r", count=2), timeout=5)
+        assert (await call.read()).index == 0
+        assert (await call.read()).index == 1
+        assert await call.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+        assert await call.code() is grpc.StatusCode.OK
+
+        async def requests() -> AsyncIterator[echo_pb2.EchoRequest]:
+            for word in ("x", "y", "z"):
+                yield echo_pb2.EchoRequest(message=word)
+
+        joined = await stub.ClientStream(requests(), timeout=5)
+        assert joined.message == "x,y,z"
+        assert joined.index == 3
+
+        writer = stub.ClientStream(timeout=5)
+        await writer.write(echo_pb2.EchoRequest(message="p"))
+        await writer.write(echo_pb2.EchoRequest(message="q"))
+        await writer.done_writing()
+        assert (await writer).message == "p,q"
+
+        bidi = [r.message async for r in stub.BidiStream(requests(), timeout=5)]
+        assert bidi == ["x", "y", "z"]
+
+        chat = stub.BidiStream(timeout=5)
+        await chat.write(echo_pb2.EchoRequest(message="ping"))
+        assert (await chat.read()).message == "ping"
+        await chat.done_writing()
+        assert await chat.read() is grpc.aio.EOF  # type: ignore[attr-defined]
+        assert await chat.code() is grpc.StatusCode.OK
+
+        stats = channel.stats()
+        assert sum(e.calls for e in stats.per_endpoint) == 7
+        assert all(e.outstanding == 0 for e in stats.per_endpoint)
+
+
+async def test_no_endpoints_is_unavailable_naming_service_and_filter(registry: Registry) -> None:
+    async with MeshChannel(registry, "missing-service", version="v9", endpoint_wait=0.3) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Unary(echo_pb2.EchoRequest(), timeout=10)
+        assert time.monotonic() - started < 3.0
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+        assert "missing-service" in (info.value.details() or "")
+        assert "version='v9'" in (info.value.details() or "")
+        assert isinstance(info.value, NoEndpointsError)
+
+        call = stub.ServerStream(echo_pb2.EchoRequest(), timeout=10)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call.read()
+        assert await call.code() is grpc.StatusCode.UNAVAILABLE
+        assert "missing-service" in await call.details()
+        assert channel.stats().no_endpoint_errors == 2
+
+
+async def test_first_endpoint_is_awaited(registry: Registry, start_instance: StartInstance) -> None:
+    async with MeshChannel(registry, SERVICE, endpoint_wait=20) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        pending = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="early"), timeout=20))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        await start_instance("late")
+        reply = await asyncio.wait_for(pending, 10)
+        assert reply.instance_id == "late"
+
+
+class RecordingEcho(EchoServicer):
+    """Echo that records what each call's context saw."""
+
+    def __init__(self, instance_id: str) -> None:
+        super().__init__(instance_id)
+        self.seen: list[tuple[dict[str, Any], float | None]] = []
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        metadata = {k: v for k, v in (context.invocation_metadata() or ())}
+        self.seen.append((metadata, context.time_remaining()))
+        return await super().Unary(request, context)
+
+
+@pytest.fixture
+async def recording_server(registry: Registry) -> AsyncIterator[RecordingEcho]:
+    server = grpc.aio.server()
+    servicer = RecordingEcho("rec")
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    instance = ServiceInstance(name="recording", id="rec", address="127.0.0.1", port=port)
+    await registry.register(instance)
+    yield servicer
+    await registry.deregister(instance)
+    await server.stop(None)
+
+
+async def test_deadline_and_metadata_pass_through(registry: Registry, recording_server: RecordingEcho) -> None:
+    async with MeshChannel(registry, "recording") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await stub.Unary(echo_pb2.EchoRequest(), timeout=3.0, metadata=(("x-trace", "abc"), ("x-user", "u1")))
+        metadata, remaining = recording_server.seen[-1]
+        assert metadata["x-trace"] == "abc"
+        assert metadata["x-user"] == "u1"
+        assert remaining is not None
+        assert 2.0 < remaining <= 3.0
+
+        started = time.monotonic()
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Unary(echo_pb2.EchoRequest(delay_ms=3000), timeout=0.3)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 2.0
+
+
+class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds a header to every unary call, so the server can prove the interceptor ran."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.calls += 1
+        metadata = [*list(details.metadata or ()), ("x-intercepted", "yes")]
+        new_details = grpc.aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+        )
+        return await continuation(new_details, request)
+
+
+async def test_client_manager_shares_channels_with_interceptors(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    interceptor = CountingInterceptor()
+    manager = ClientManager(registry, interceptors=[interceptor], default_policy="p2c")
+    first = manager.channel("recording")
+    assert manager.channel("recording") is first
+    assert manager.channel("recording", policy="p2c") is first
+    assert manager.channel("recording", version="v1") is not first
+    assert manager.channel("recording", policy="round_robin") is not first
+    assert first.policy == "p2c"
+
+    reply = await echo_pb2_grpc.EchoStub(first).Unary(echo_pb2.EchoRequest(message="m"), timeout=5)
+    assert reply.instance_id == "rec"
+    assert interceptor.calls == 1
+    assert recording_server.seen[-1][0]["x-intercepted"] == "yes"
+    assert [s.service for s in manager.stats()] == ["recording"] * 3
+
+    await manager.close()
+    assert first.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+    with pytest.raises(grpc.aio.UsageError):
+        await echo_pb2_grpc.EchoStub(first).Unary(echo_pb2.EchoRequest(), timeout=5)
+
+
+async def test_channel_ready_and_state(registry: Registry, recording_server: RecordingEcho) -> None:
+    async with MeshChannel(registry, "recording") as channel:
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        assert channel.get_state() is grpc.ChannelConnectivity.READY
+    assert channel.get_state() is grpc.ChannelConnectivity.SHUTDOWN
+
+
+async def test_cancel_stops_the_call_and_frees_the_endpoint(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    async with MeshChannel(registry, "recording") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        call = stub.Unary(echo_pb2.EchoRequest(delay_ms=3000), timeout=10)
+        await asyncio.sleep(0.3)
+        assert not call.done()
+        assert call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert call.cancelled()
+        assert call.done()
+        assert [e.outstanding for e in channel.stats().per_endpoint] == [0]
