@@ -83,7 +83,7 @@ def percentile(values: Sequence[float], q: float) -> float:
     if not values:
         return float("nan")
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, int(round(q / 100 * len(ordered) + 0.5)) - 1))
+    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
     return ordered[rank]
 
 
@@ -189,7 +189,7 @@ class Child:
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
             env=child_env(),
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - needed so children never outlive a crashed benchmark
+            preexec_fn=_die_with_parent,  # children never outlive a crashed benchmark
         )
         return cls(proc, label)
 

@@ -72,6 +72,10 @@ def time_picks(picker: Callable[[int], object], picks: int) -> float:
     return (time.perf_counter() - started) / picks * 1e6
 
 
+def ratio(results: dict[tuple[str, int], list[float]], name: str, base: str, n: int) -> float:
+    return median(results[(name, n)]) / median(results[(base, n)])
+
+
 async def main(args: argparse.Namespace, report: Report) -> None:
     sizes = [10, 100] if args.smoke else [int(s) for s in args.sizes.split(",")]
     picks = 200 if args.smoke else args.picks
@@ -103,7 +107,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 name,
                 *[
                     f"{median(results[(name, n)]):.2f} µs"
-                    + ("" if name == names[0] else f" ({median(results[(name, n)]) / median(results[(names[0], n)]):.0f}x)")
+                    + ("" if name == names[0] else f" ({ratio(results, name, names[0], n):.0f}x)")
                     for n in sizes
                 ],
             ]

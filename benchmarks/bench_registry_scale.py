@@ -171,9 +171,9 @@ async def measure_point(url: str, n: int, watchers: int, fanouts: int, idle: flo
         result["idle_cpu_pct"] = (sum(os.times()[:2]) - cpu_before) / idle * 100
         if url.startswith("sqlite"):
             path = Path(url.removeprefix("sqlite://"))
-            result["store_mb"] = sum(
-                p.stat().st_size for p in path.parent.glob(path.name + "*") if p.exists()
-            ) / (1024 * 1024)
+            result["store_mb"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.exists()) / (
+                1024 * 1024
+            )
         if etcd_pid:
             result["etcd_mb_after"] = pid_rss_mb(etcd_pid)
     finally:
