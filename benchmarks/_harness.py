@@ -26,10 +26,14 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+# Children are started with fork+exec while grpc threads run; grpc's fork handlers are not
+# needed for that and only log "skipping fork() handlers" noise.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH_DIR = ROOT / "benchmarks"
@@ -272,6 +276,24 @@ def etcd_available() -> bool:
     return importlib.util.find_spec("grpcmesh.registry.etcd") is not None and (
         (ROOT / "tests" / "etcd_server.py").exists()
     )
+
+
+async def stdin_messages() -> AsyncIterator[dict[str, Any]]:
+    """JSON objects arriving one per line on stdin (a child's commands), without blocking the loop."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            return
+        if line.strip():
+            yield json.loads(line)
+
+
+def say(message: dict[str, Any]) -> None:
+    """A child's answer: one JSON line on stdout."""
+    print(json.dumps(message), flush=True)
 
 
 def pid_rss_mb(pid: int) -> float:

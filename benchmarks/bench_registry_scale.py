@@ -1,20 +1,24 @@
 """Figure 4, registry scale: memory, time to first snapshot and fan-out at 1k/5k/10k instances.
 
-N instances over 100 services, registered by one writer; 100 watchers, each a registry
-client of its own (as 100 client processes would have), each following its own service plus
-one shared "hot" service. Each (backend, N) point runs in a fresh child process so its
-resident memory is its own. Measured per point:
+N instances over 100 services, registered by one writer process; 100 watchers, each a
+registry client of its own, each following its own service plus one shared "hot" service.
+The watchers live in 4 worker processes of 25 (as client processes would, rather than 100
+clients fighting over one interpreter's GIL); timestamps cross processes through the
+system-wide monotonic clock. Each (backend, N) point starts fresh processes. Measured:
 
 * registration: wall time for the writer to register all N instances;
-* memory: resident-set growth of the process while it registers N instances (writer side)
-  and while the 100 watchers load their first snapshots (client side);
-* first snapshot: from the 100 watchers opening their watches to all of them holding both
-  first snapshots;
+* memory: resident-set growth of the writer while it registers N instances, and of the
+  workers while their 100 clients load their first snapshots (plus the etcd server's RSS);
+* first snapshot: from telling the workers to start watching to all 100 clients holding
+  both first snapshots;
 * fan-out: from one change to the hot service returning to all 100 watchers seeing it;
-* idle CPU: the process's CPU use while nothing changes (polling, heartbeats, keep-alives).
+* idle CPU: CPU use of writer and workers together while nothing changes (polling,
+  heartbeats, keep-alives), in percent of one core.
 
-The baseline is the smallest point: the goal is that each figure grows no faster than the
-number of instances (growth factor from 1k to 10k, divided by 10, at most 1.5 to allow for noise).
+``memory://`` cannot span processes, so its point runs writer and watchers in one process:
+it is the in-process baseline. The goal is that each figure grows no faster than the number
+of instances: growth factor from the smallest to the largest point, divided by the size
+ratio, at most 1.5 (noise allowance).
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import sys
@@ -36,6 +39,7 @@ from _harness import (
     Child,
     Report,
     Row,
+    children,
     command,
     etcd_available,
     etcd_server,
@@ -45,6 +49,8 @@ from _harness import (
     pid_rss_mb,
     rss_mb,
     run,
+    say,
+    stdin_messages,
 )
 
 from grpcmesh import Registry, ServiceInstance, open_registry
@@ -67,9 +73,7 @@ def instance(k: int, services: int) -> ServiceInstance:
     )
 
 
-async def gather_bounded(coros: list[Any], limit: int) -> None:
-    for start in range(0, len(coros), limit):
-        await asyncio.gather(*coros[start : start + limit])
+EXTRA = ServiceInstance(name=HOT, id="fanout-extra", address="127.0.0.1", port=9999)
 
 
 class ScaleWatcher:
@@ -78,7 +82,9 @@ class ScaleWatcher:
     def __init__(self, registry: Registry, own: str) -> None:
         self.registry = registry
         self.own = own
-        self.hot_ids: frozenset[str] = frozenset()
+        self.extra = False
+        self.extra_since = 0.0
+        self.loaded_at = 0.0
         self.loaded = asyncio.Event()
         self.got = {own: False, HOT: False}
         self.changed = asyncio.Event()
@@ -86,12 +92,17 @@ class ScaleWatcher:
 
     async def follow(self, name: str) -> None:
         async for snapshot in self.registry.watch(name):
+            now = time.monotonic()
             if name == HOT:
-                self.hot_ids = frozenset(i.id for i in snapshot)
-                self.changed.set()
-            self.got[name] = True
-            if all(self.got.values()):
-                self.loaded.set()
+                extra = any(i.id == EXTRA.id for i in snapshot)
+                if extra != self.extra:
+                    self.extra, self.extra_since = extra, now
+                    self.changed.set()
+            if not self.got[name]:
+                self.got[name] = True
+                if all(self.got.values()):
+                    self.loaded_at = now
+                    self.loaded.set()
 
     def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -105,98 +116,151 @@ class ScaleWatcher:
         await self.registry.close()
 
 
-async def measure_point(url: str, n: int, watchers: int, fanouts: int, idle: float, etcd_pid: int) -> dict[str, Any]:
-    """Runs in the child: one backend at one size."""
-    result: dict[str, Any] = {"n": n}
-    instances = [instance(k, SERVICES) for k in range(n)]
-    base = rss_mb()
-    writer = open_registry(url)
-    clients: list[ScaleWatcher] = []
-    try:
-        started = time.perf_counter()
-        await gather_bounded([writer.register(i) for i in instances], 64)
-        result["register_s"] = time.perf_counter() - started
-        result["writer_mb"] = rss_mb() - base
+class Node:
+    """A child process's state: maybe the writer, maybe some watchers."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.writer: Registry | None = None
+        self.clients: list[ScaleWatcher] = []
+
+    async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message["op"]
+        if op == "register":
+            before = rss_mb()
+            self.writer = open_registry(self.url)
+            instances = [instance(k, SERVICES) for k in range(message["n"])]
+            started = time.perf_counter()
+            for batch in range(0, len(instances), 64):
+                await asyncio.gather(*(self.writer.register(i) for i in instances[batch : batch + 64]))
+            return {"register_s": time.perf_counter() - started, "mb": rss_mb() - before}
+        if op == "watch":
+            before = rss_mb()
+            first, count = message["first"], message["count"]
+            self.clients = [
+                ScaleWatcher(open_registry(self.url), f"svc-{w % SERVICES:03d}") for w in range(first, first + count)
+            ]
+            for client in self.clients:
+                client.start()
+            for client in self.clients:
+                await asyncio.wait_for(client.loaded.wait(), 120)
+            return {"loaded_at": max(c.loaded_at for c in self.clients), "mb": rss_mb() - before}
+        if op == "change":
+            assert self.writer is not None
+            if message["add"]:
+                await self.writer.register(EXTRA)
+            else:
+                await self.writer.deregister(EXTRA)
+            return {"returned": time.monotonic()}
+        if op == "wait":
+            deadline = time.monotonic() + 30
+            while pending := [c for c in self.clients if c.extra != message["extra"]]:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(pending)} watcher(s) did not see the change within 30 s")
+                for client in pending:
+                    client.changed.clear()
+                await asyncio.wait([asyncio.ensure_future(c.changed.wait()) for c in pending], timeout=1.0)
+            return {"seen": max((c.extra_since for c in self.clients), default=0.0)}
+        if op == "idle":
+            cpu = sum(os.times()[:2])
+            await asyncio.sleep(message["seconds"])
+            return {"cpu_s": sum(os.times()[:2]) - cpu}
+        if op == "quit":
+            await asyncio.gather(*(c.close() for c in self.clients), return_exceptions=True)
+            if self.writer is not None:
+                await self.writer.close()
+            return {"bye": True}
+        raise ValueError(f"unknown op {op!r}")
+
+
+async def node_main(url: str) -> None:
+    """A child: answers one JSON line per command line until ``quit``."""
+    node = Node(url)
+    say({"ready": True})
+    async for message in stdin_messages():
+        say(await node.handle(message))
+        if message["op"] == "quit":
+            return
+
+
+class Point:
+    """The parent's side of one (backend, N) point: its writer and watcher processes."""
+
+    def __init__(self, started: list[Child], url: str) -> None:
+        self.started = started
+        self.url = url
+        self.writer: Child | None = None
+        self.workers: list[Child] = []
+
+    async def spawn(self, label: str) -> Child:
+        child = await Child.start(label, str(BENCH_DIR / SCRIPT), "--node", self.url)
+        self.started.append(child)
+        await child.read(timeout=60)
+        return child
+
+    @staticmethod
+    async def ask(child: Child, message: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
+        await child.send(message)
+        return await child.read(timeout=timeout)
+
+    async def measure(
+        self, n: int, watchers: int, workers: int, fanouts: int, idle: float, etcd_pid: int, in_process: bool
+    ) -> dict[str, Any]:
+        result: dict[str, Any] = {"n": n}
+        self.writer = await self.spawn("writer")
+        self.workers = [self.writer] if in_process else [await self.spawn(f"watchers {w}") for w in range(workers)]
+        answer = await self.ask(self.writer, {"op": "register", "n": n})
+        result["register_s"], result["writer_mb"] = answer["register_s"], answer["mb"]
         if etcd_pid:
             result["etcd_mb"] = pid_rss_mb(etcd_pid)
 
-        before_watch = rss_mb()
-        clients = [ScaleWatcher(open_registry(url), f"svc-{w % SERVICES:03d}") for w in range(watchers)]
-        started = time.perf_counter()
-        for client in clients:
-            client.start()
-        waits = []
-        for client in clients:
-            await asyncio.wait_for(client.loaded.wait(), 120)
-            waits.append(time.perf_counter() - started)
-        result["first_snapshot_s"] = max(waits)
-        result["watchers_mb"] = rss_mb() - before_watch
+        share = [
+            watchers // len(self.workers) + (1 if w < watchers % len(self.workers) else 0)
+            for w in range(len(self.workers))
+        ]
+        firsts = [sum(share[:w]) for w in range(len(self.workers))]
+        started = time.monotonic()
+        for worker, first, count in zip(self.workers, firsts, share, strict=True):
+            await worker.send({"op": "watch", "first": first, "count": count})
+        answers = [await worker.read(timeout=300) for worker in self.workers]
+        result["first_snapshot_s"] = max(a["loaded_at"] for a in answers) - started
+        result["watchers_mb"] = sum(a["mb"] for a in answers)
 
         rng = random.Random(11)
-        extra = ServiceInstance(name=HOT, id="fanout-extra", address="127.0.0.1", port=9999)
-        hot_ids = frozenset(i.id for i in instances if i.name == HOT)
         fan: list[float] = []
         for k in range(fanouts):
-            target = hot_ids | {extra.id} if k % 2 == 0 else hot_ids
-            for client in clients:
-                client.changed.clear()
-            if k % 2 == 0:
-                await writer.register(extra)
-            else:
-                await writer.deregister(extra)
-            returned = time.perf_counter()
-            pending = [c for c in clients if c.hot_ids != target]
-            deadline = returned + 30
-            while pending:
-                waiting = [asyncio.ensure_future(c.changed.wait()) for c in pending]
-                _, not_done = await asyncio.wait(waiting, timeout=max(0.0, deadline - time.perf_counter()))
-                for future in not_done:
-                    future.cancel()
-                if time.perf_counter() > deadline:
-                    sizes = sorted({len(c.hot_ids) for c in pending})
-                    raise TimeoutError(
-                        f"fan-out {k} reached {len(clients) - len(pending)}/{len(clients)} watchers in 30 s; "
-                        f"the others hold {sizes} instances of {HOT}, expected {len(target)}"
-                    )
-                for client in pending:
-                    client.changed.clear()
-                pending = [c for c in pending if c.hot_ids != target]
-            fan.append(time.perf_counter() - returned)
+            add = k % 2 == 0
+            returned = (await self.ask(self.writer, {"op": "change", "add": add}))["returned"]
+            for worker in self.workers:
+                await worker.send({"op": "wait", "extra": add})
+            seen = [(await worker.read(timeout=60))["seen"] for worker in self.workers]
+            fan.append(max(0.0, max(seen) - returned))
             await asyncio.sleep(rng.uniform(0.0, 0.06))
         result["fanout_p50_s"] = median(fan)
         result["fanout_max_s"] = max(fan)
 
-        cpu_before = sum(os.times()[:2])
-        await asyncio.sleep(idle)
-        result["idle_cpu_pct"] = (sum(os.times()[:2]) - cpu_before) / idle * 100
-        if url.startswith("sqlite"):
-            path = Path(url.removeprefix("sqlite://"))
-            result["store_mb"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*") if p.exists()) / (
-                1024 * 1024
-            )
+        nodes = [self.writer] if in_process else [self.writer, *self.workers]
+        for node in nodes:
+            await node.send({"op": "idle", "seconds": idle})
+        cpu = [(await node.read(timeout=idle + 30))["cpu_s"] for node in nodes]
+        result["idle_cpu_pct"] = sum(cpu) / idle * 100
         if etcd_pid:
             result["etcd_mb_after"] = pid_rss_mb(etcd_pid)
-    finally:
-        await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
-        await writer.close()
+        for node in nodes:
+            await self.ask(node, {"op": "quit"}, timeout=60)
+        return result
+
+
+async def run_point(
+    url: str, n: int, watchers: int, workers: int, fanouts: int, idle: float, etcd_pid: int = 0
+) -> dict[str, Any]:
+    async with children() as started:
+        point = Point(started, url)
+        result = await point.measure(n, watchers, workers, fanouts, idle, etcd_pid, url.startswith("memory"))
+    if url.startswith("sqlite"):
+        path = Path(url.removeprefix("sqlite://"))
+        result["store_mb"] = sum(p.stat().st_size for p in path.parent.glob(path.name + "*")) / (1024 * 1024)
     return result
-
-
-def child_main(args: argparse.Namespace) -> None:
-    params = json.loads(args.child)
-    result = asyncio.run(
-        measure_point(params["url"], params["n"], params["watchers"], params["fanouts"], params["idle"], params["etcd"])
-    )
-    print(json.dumps(result), flush=True)
-
-
-async def run_point(url: str, n: int, watchers: int, fanouts: int, idle: float, etcd_pid: int = 0) -> dict[str, Any]:
-    params = {"url": url, "n": n, "watchers": watchers, "fanouts": fanouts, "idle": idle, "etcd": etcd_pid}
-    child = await Child.start(f"scale {url.split(':')[0]} {n}", str(BENCH_DIR / SCRIPT), "--child", json.dumps(params))
-    try:
-        return await child.read(timeout=300)
-    finally:
-        await child.stop()
 
 
 def growth(points: list[dict[str, Any]], key: str) -> float:
@@ -210,6 +274,7 @@ def growth(points: list[dict[str, Any]], key: str) -> float:
 async def main(args: argparse.Namespace, report: Report) -> None:
     sizes = [40, 80] if args.smoke else [int(s) for s in args.sizes.split(",")]
     watchers = 4 if args.smoke else args.watchers
+    workers = 2 if args.smoke else args.workers
     fanouts = 2 if args.smoke else args.fanouts
     idle = 0.2 if args.smoke else args.idle
     names = [b for b in args.backends.split(",") if b]
@@ -224,15 +289,18 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 if name == "etcd":
                     with etcd_server(Path(tmp) / "etcd") as endpoint:
                         pid = etcd_pid(endpoint)
-                        point = await run_point(f"etcd://{endpoint}/bench-scale", n, watchers, fanouts, idle, pid)
+                        point = await run_point(
+                            f"etcd://{endpoint}/bench-scale", n, watchers, workers, fanouts, idle, pid
+                        )
                 else:
                     url = "memory://bench-scale" if name == "memory" else f"sqlite://{tmp}/registry.db"
-                    point = await run_point(url, n, watchers, fanouts, idle)
+                    point = await run_point(url, n, watchers, workers, fanouts, idle)
             results[name].append(point)
             print(f"{name} {n}: {point}", flush=True)
 
     report.line(
-        f"### Registry scale: N instances over {SERVICES} services, {watchers} watchers (own service + one shared)"
+        f"### Registry scale: N instances over {SERVICES} services, {watchers} watchers in {workers} processes "
+        "(own service + one shared)"
     )
     report.line()
     table = []
@@ -319,9 +387,10 @@ if __name__ == "__main__":
     p.add_argument("--fanouts", type=int, default=10, help="changes to the hot service per point")
     p.add_argument("--idle", type=float, default=2.0, help="seconds of idle CPU measurement per point")
     p.add_argument("--backends", default="memory,sqlite,etcd")
-    p.add_argument("--child", help=argparse.SUPPRESS)
+    p.add_argument("--workers", type=int, default=4, help="processes the watchers are spread over")
+    p.add_argument("--node", help=argparse.SUPPRESS)
     parsed = p.parse_args()
-    if parsed.child:
-        child_main(parsed)
+    if parsed.node:
+        asyncio.run(node_main(parsed.node))
         sys.exit(0)
     run(main, parsed, SCRIPT)
