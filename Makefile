@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[dev,bench]'
+	@# xds-protos ships an old copy of opentelemetry/proto/* that may overwrite opentelemetry-proto's
+	@# newer files (breaking the OTLP exporter); reinstall opentelemetry-proto last so its files win.
+	$(PY) -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 venv: $(STAMP) protos
@@ -34,6 +37,7 @@ lint: venv
 
 typecheck: venv
 	$(VENV)/bin/mypy --strict src
+	MYPYPATH=src:examples/shop $(VENV)/bin/mypy --strict -p shop
 
 pytest: venv test-deps
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

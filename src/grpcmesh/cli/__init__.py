@@ -5,8 +5,10 @@ Each command group lives in its own module and is mounted on :data:`app` here.
 
 from __future__ import annotations
 
+from grpcmesh.cli import call_cmd as _call_cmd  # noqa: F401
 from grpcmesh.cli import dashboard_cmd as _dashboard_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import demo_cmd as _demo_cmd  # noqa: F401  (registers commands)
+from grpcmesh.cli import health_cmd as _health_cmd  # noqa: F401
 from grpcmesh.cli import registry_cmds as _registry_cmds  # noqa: F401
 from grpcmesh.cli.app import app
 from grpcmesh.cli.xds_cmd import xds_app

@@ -1,107 +1,55 @@
-"""``grpcmesh demo``: processes joining and leaving a mesh on the embedded registry, live.
-
-Two member processes each serve the bundled Echo service and register in a shared SQLite
-registry file; this process watches the registry and shows the instances as they come and
-go, killing one member with SIGKILL and starting a replacement every few seconds.
-``DEMO_SECONDS`` (or ``--seconds``) makes it stop by itself.
-"""
+"""``grpcmesh demo``: the shop example on the embedded registry with a live view (see :mod:`grpcmesh.demo`)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import json
 import os
-import signal
-import sys
-import tempfile
-import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.live import Live
 
 from grpcmesh.cli.app import app
-from grpcmesh.cli.registry_cmds import instances_table
-from grpcmesh.model import ServiceInstance
-from grpcmesh.registry import open_registry
-
-SERVICE = "echo-service"
-
-
-async def _spawn(url: str) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "grpcmesh.cli._demo_member", url, SERVICE, stdout=asyncio.subprocess.DEVNULL
-    )
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), 10)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-
-
-async def run_demo(seconds: float | None, churn_every: float, console: Console) -> int:
-    """Run the demo; returns how many membership changes the watcher saw."""
-    with tempfile.TemporaryDirectory(prefix="grpcmesh-demo-") as tmp:
-        url = f"sqlite://{Path(tmp) / 'registry.db'}"
-        members = [await _spawn(url) for _ in range(2)]
-        changes = 0
-        deadline = time.monotonic() + seconds if seconds else None
-        next_churn = time.monotonic() + churn_every
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        try:
-            async with open_registry(url) as registry:
-                snapshots: asyncio.Queue[list[ServiceInstance]] = asyncio.Queue()
-
-                async def pump() -> None:
-                    async for snapshot in registry.watch(SERVICE):
-                        await snapshots.put(snapshot)
-
-                pump_task = asyncio.create_task(pump())
-                with Live(console=console, refresh_per_second=4) as live:
-                    while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
-                        try:
-                            snapshot = await asyncio.wait_for(snapshots.get(), 0.25)
-                            changes += 1
-                            title = f"{SERVICE}: {len(snapshot)} instance(s), {changes} change(s) seen"
-                            live.update(instances_table(title, snapshot))
-                        except TimeoutError:
-                            pass
-                        if time.monotonic() >= next_churn:
-                            victim = members.pop(0)
-                            victim.send_signal(signal.SIGKILL)
-                            await victim.wait()
-                            console.log(f"killed member pid {victim.pid} with SIGKILL; starting a replacement")
-                            members.append(await _spawn(url))
-                            next_churn = time.monotonic() + churn_every
-                pump_task.cancel()
-        finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-            await asyncio.gather(*(_stop(p) for p in members))
-        return changes
+from grpcmesh.errors import MeshError
 
 
 @app.command("demo")
 def demo_command(
     seconds: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds (default: $DEMO_SECONDS, else run until Ctrl-C).")
+        float | None,
+        typer.Option(help="Stop after this many seconds of traffic (default: $DEMO_SECONDS, else run until Ctrl-C)."),
     ] = None,
-    churn_every: Annotated[float, typer.Option(help="Seconds between SIGKILLs of a member.")] = 6.0,
+    chaos: Annotated[bool, typer.Option(help="SIGKILL an instance now and then and start a replacement.")] = True,
+    rate: Annotated[float, typer.Option(min=0.1, max=200, help="Traffic operations per second.")] = 8.0,
+    instances: Annotated[int, typer.Option(min=1, max=5, help="Instances per service.")] = 2,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep the registry, data and logs here (default: a temporary directory).")
+    ] = None,
+    summary_json: Annotated[Path | None, typer.Option(help="Also write the summary to this file as JSON.")] = None,
 ) -> None:
-    """Run members that join and leave a mesh on the embedded registry, with a live view."""
+    """Run the example shop (user, order, payment, notification services) with traffic, chaos and a live view."""
+    from grpcmesh.demo import DemoOptions, run_demo  # rich/aiohttp-heavy; only when the command runs
+
     if seconds is None and os.environ.get("DEMO_SECONDS"):
-        seconds = float(os.environ["DEMO_SECONDS"])
+        try:
+            seconds = float(os.environ["DEMO_SECONDS"])
+        except ValueError:
+            raise typer.BadParameter(
+                f"DEMO_SECONDS={os.environ['DEMO_SECONDS']!r} is not a number of seconds"
+            ) from None
+    if seconds is not None and seconds <= 0:
+        raise typer.BadParameter(f"{seconds:g} must be a positive number of seconds", param_hint="--seconds")
+    options = DemoOptions(seconds=seconds, chaos=chaos, rate=rate, instances=instances, workdir=workdir)
     console = Console()
-    changes = asyncio.run(run_demo(seconds, churn_every, console))
-    console.print(f"demo finished: the watcher saw {changes} membership change(s)")
+    try:
+        summary = asyncio.run(run_demo(options, console))
+    except MeshError as exc:
+        console.print(f"[red]demo failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print()
+    for line in summary.lines():
+        console.print(line, highlight=False, markup=False)
+    if summary_json is not None:
+        summary_json.write_text(json.dumps(summary.to_json(), indent=2))

@@ -1,0 +1,1 @@
+"""order-service: orders, validated with user-service, charged with payment-service."""

@@ -1,0 +1,1 @@
+"""payment-service: charges, safe to retry thanks to idempotency keys."""

@@ -1,0 +1,1 @@
+"""user-service: customers, and a welcome order for each new one."""

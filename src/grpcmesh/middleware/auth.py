@@ -1,0 +1,212 @@
+"""Service-to-service authentication and per-caller authorization, as grpc.aio interceptors.
+
+* **Shared key** (the seed's ``ServiceAuthInterceptor``): callers send the mesh's shared key
+  in metadata ``x-service-key``; the seed's name ``service-auth-key`` is accepted too. It is
+  compared in constant time (``hmac.compare_digest``); missing or wrong → UNAUTHENTICATED.
+* **Caller identity**: a caller names itself in ``x-mesh-caller`` and proves it with
+  ``x-mesh-caller-token`` = ``<unix-seconds>.<hex HMAC-SHA256(key, "<caller>\\n<unix-seconds>")>``
+  (valid within a bounded clock skew), or by the CN/SAN of its verified mTLS certificate.
+* **Policy**: caller service → allowed method patterns (``fnmatch`` on ``/pkg.Service/Method``);
+  ``"*"`` as caller applies to every identified caller. Not allowed → PERMISSION_DENIED.
+
+Health checking and reflection are exempt by default so probes and tools work unauthenticated.
+Keys and tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import fnmatch
+import hashlib
+import hmac
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+import grpc
+import structlog
+
+from grpcmesh.errors import ConfigError
+from grpcmesh.middleware._calls import (
+    ClientCall,
+    ClientFinish,
+    ClientInterceptor,
+    Context,
+    ServerInterceptor,
+    client_interceptors,
+    guard_handler,
+    metadata_value,
+)
+from grpcmesh.security.tls import peer_identities
+
+SERVICE_KEY_HEADER = "x-service-key"
+SEED_SERVICE_KEY_HEADER = "service-auth-key"
+CALLER_HEADER = "x-mesh-caller"
+CALLER_TOKEN_HEADER = "x-mesh-caller-token"  # noqa: S105 (a header name, not a secret)
+
+DEFAULT_EXEMPT = (
+    "/grpc.health.v1.Health/*",
+    "/grpc.reflection.v1.ServerReflection/*",
+    "/grpc.reflection.v1alpha.ServerReflection/*",
+)
+"""Methods callable without a key or identity, as ``fnmatch`` patterns."""
+
+DEFAULT_MAX_CLOCK_SKEW = 60.0
+
+_current_caller: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_caller", default=None)
+_log = structlog.get_logger("grpcmesh.auth")
+
+
+def current_caller() -> str | None:
+    """Inside a handler behind the auth interceptor: the authenticated caller's service name, if any."""
+    return _current_caller.get()
+
+
+def _signature(key: str, caller: str, timestamp: int) -> str:
+    return hmac.new(key.encode(), f"{caller}\n{timestamp}".encode(), hashlib.sha256).hexdigest()
+
+
+def sign_caller(caller: str, key: str, timestamp: float | None = None) -> str:
+    """A token proving ``caller`` knows the shared ``key``, for metadata ``x-mesh-caller-token``."""
+    seconds = int(time.time() if timestamp is None else timestamp)
+    return f"{seconds}.{_signature(key, caller, seconds)}"
+
+
+def verify_caller(
+    caller: str, token: str, key: str, max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW, now: float | None = None
+) -> bool:
+    """True when ``token`` was made by ``sign_caller(caller, key)`` within ``max_clock_skew`` seconds of now."""
+    seconds_text, _, signature = token.partition(".")
+    if not seconds_text.isdigit() or not signature:
+        return False
+    seconds = int(seconds_text)
+    if abs((time.time() if now is None else now) - seconds) > max_clock_skew:
+        return False
+    return hmac.compare_digest(signature.encode(), _signature(key, caller, seconds).encode())
+
+
+class _Refusal(Exception):
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self.code = code
+        self.details = details
+
+
+class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+    """Checks the shared key, then (with a policy) the caller's identity and permissions."""
+
+    def __init__(
+        self,
+        service_key: str | None,
+        policy: Mapping[str, Sequence[str]] | None = None,
+        exempt: Sequence[str] = DEFAULT_EXEMPT,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+    ) -> None:
+        if service_key is not None and not service_key:
+            raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
+        if service_key is None and policy is None:
+            raise ConfigError("security: the auth interceptor needs service_auth_key, a caller policy, or both")
+        self._key = service_key
+        self._policy = {caller: tuple(patterns) for caller, patterns in (policy or {}).items()}
+        self._enforce_policy = policy is not None
+        self._exempt = tuple(exempt)
+        self._max_clock_skew = max_clock_skew
+
+    def _is_exempt(self, method: str) -> bool:
+        return any(fnmatch.fnmatchcase(method, pattern) for pattern in self._exempt)
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or self._is_exempt(method):
+            return handler
+        metadata = handler_call_details.invocation_metadata
+
+        async def guard(context: Context) -> None:
+            try:
+                caller = self._check(method, metadata, context)
+            except _Refusal as refusal:
+                _log.warning(
+                    "rpc refused", method=method, peer=_peer(context), code=refusal.code.name, reason=refusal.details
+                )
+                await context.abort(refusal.code, refusal.details)
+                return
+            _current_caller.set(caller)
+
+        return guard_handler(handler, guard)
+
+    def _check(self, method: str, metadata: Any, context: Context) -> str | None:
+        if self._key is not None:
+            given = metadata_value(metadata, SERVICE_KEY_HEADER) or metadata_value(metadata, SEED_SERVICE_KEY_HEADER)
+            if given is None:
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing service key")
+            if not hmac.compare_digest(given.encode(), self._key.encode()):
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid service key")
+        identities = self._identities(metadata, context)
+        if not self._enforce_policy:
+            return identities[0] if identities else None
+        if not identities:
+            raise _Refusal(
+                grpc.StatusCode.UNAUTHENTICATED, "caller identity required (signed caller token or client certificate)"
+            )
+        for identity in identities:
+            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
+            if any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns):
+                return identity
+        raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, f"caller {identities[0]!r} may not call {method}")
+
+    def _identities(self, metadata: Any, context: Context) -> tuple[str, ...]:
+        caller = metadata_value(metadata, CALLER_HEADER)
+        token = metadata_value(metadata, CALLER_TOKEN_HEADER)
+        if caller is not None or token is not None:
+            if caller is None or token is None or self._key is None:
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "caller token cannot be verified")
+            if not verify_caller(caller, token, self._key, self._max_clock_skew):
+                raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid or expired caller token")
+            return (caller,)
+        return peer_identities(context)
+
+
+def _peer(context: Context) -> str:
+    try:
+        return str(context.peer())
+    except Exception:
+        return "unknown"
+
+
+def auth_server_interceptor(
+    service_key: str | None,
+    policy: Mapping[str, Sequence[str]] | None = None,
+    exempt: Sequence[str] = DEFAULT_EXEMPT,
+    max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+) -> ServerInterceptor:
+    """The server side: shared ``service_key`` check and, with ``policy``, per-caller authorization.
+
+    ``policy`` maps caller service names (or ``"*"``) to ``fnmatch`` patterns of full method
+    names, e.g. ``{"order-service": ["/shop.Payment/*"]}``; ``exempt`` lists methods open to all.
+    """
+    return AuthServerInterceptor(service_key, policy, exempt, max_clock_skew)
+
+
+def auth_client_interceptors(service_key: str | None, caller: str | None = None) -> list[ClientInterceptor]:
+    """Client interceptors adding ``x-service-key`` and, with ``caller``, a fresh signed caller token."""
+    if service_key is not None and not service_key:
+        raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
+    if caller is not None and service_key is None:
+        raise ConfigError("service.name: a signed caller identity needs security.service_auth_key")
+
+    def observe(call: ClientCall) -> ClientFinish:
+        if service_key is not None:
+            call.metadata.set_all(SERVICE_KEY_HEADER, [service_key])
+            if caller is not None:
+                call.metadata.set_all(CALLER_HEADER, [caller])
+                call.metadata.set_all(CALLER_TOKEN_HEADER, [sign_caller(caller, service_key)])
+        return _nothing
+
+    return client_interceptors(observe)
+
+
+def _nothing(_call: ClientCall) -> None:
+    return None
