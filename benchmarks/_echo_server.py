@@ -15,7 +15,9 @@ import asyncio
 import json
 import signal
 import sys
+from typing import Any
 
+import grpc
 from _harness import ROOT  # noqa: F401 - puts src/ on sys.path
 
 from grpcmesh.protos import echo_pb2_grpc
@@ -23,7 +25,13 @@ from grpcmesh.testing import EchoServicer, start_echo_server
 
 
 async def plain(args: argparse.Namespace) -> None:
-    server, port = await start_echo_server(args.instance_id, "127.0.0.1", args.port)
+    if args.middleware:
+        server = grpc.aio.server(interceptors=server_middleware(args.instance_id, args.sample_rate))
+        echo_pb2_grpc.add_EchoServicer_to_server(EchoServicer(args.instance_id), server)
+        port = server.add_insecure_port(f"127.0.0.1:{args.port}")
+        await server.start()
+    else:
+        server, port = await start_echo_server(args.instance_id, "127.0.0.1", args.port)
     print(json.dumps({"port": port, "id": args.instance_id}), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -36,7 +44,7 @@ async def plain(args: argparse.Namespace) -> None:
 async def mesh(args: argparse.Namespace) -> None:
     from grpcmesh import Mesh
 
-    interceptors = server_middleware(args.instance_id) if args.middleware else []
+    interceptors = server_middleware(args.instance_id, args.sample_rate) if args.middleware else []
     async with Mesh(args.registry, server_interceptors=interceptors) as the_mesh:
         server = the_mesh.server(
             args.name,
@@ -55,11 +63,11 @@ async def mesh(args: argparse.Namespace) -> None:
         await server.serve()
 
 
-def server_middleware(instance_id: str) -> list[object]:
-    """The server half of auth + metrics + tracing + logging (see bench_overhead.py)."""
+def server_middleware(instance_id: str, sample_rate: float) -> list[Any]:
+    """The server half of auth + metrics + tracing + logging (see _middleware.py)."""
     from _middleware import server_interceptors
 
-    return server_interceptors(instance_id)
+    return server_interceptors(instance_id, sample_rate)
 
 
 def main() -> None:
@@ -72,6 +80,7 @@ def main() -> None:
     p.add_argument("--ttl", type=float, default=3.0)
     p.add_argument("--propagation-delay", type=float, default=0.5)
     p.add_argument("--middleware", action="store_true")
+    p.add_argument("--sample-rate", type=float, default=1.0, help="tracing sample rate with --middleware")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
     args = p.parse_args()
     coro = plain(args) if args.mode == "plain" else mesh(args)

@@ -7,9 +7,10 @@ the client process holds, side by side:
 * ``mesh x1``: a ``MeshChannel`` whose registry lists only server A;
 * ``bare x3``: one grpc.aio channel to A, B and C with grpc's own ``round_robin`` (baseline for 3);
 * ``mesh x3``: a ``MeshChannel`` whose registry lists A, B and C;
-* ``mesh x1 + middleware`` (when the middleware package is present): a ``MeshChannel`` with the
-  client auth, metrics, tracing and logging interceptors, to server A' which runs the server
-  half of them; its baseline is ``bare x1``.
+* ``mesh x1 + middleware``: a ``MeshChannel`` with the client auth, metrics, tracing and
+  logging interceptors, to server A' which runs the server half of them (every call traced),
+  and the same with 10% of calls traced (the seed's ``sample_rate: 0.1``); baseline ``bare x1``.
+  See ``_middleware.py`` for how the stack is set up.
 
 Every configuration drives the same unary load (64 calls in flight, one generated stub, the
 same request) for the same time; rounds are interleaved in a shuffled order so machine drift
@@ -184,11 +185,13 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         if with_middleware:
             import _middleware
 
-            mw_port = await start_server(started, "echo-mw", args.loop, "--mode", "plain", "--middleware")
-            await registry.register(ServiceInstance(name="echo-mw", id="echo-mw", address="127.0.0.1", port=mw_port))
-            channels["mesh x1 + middleware"] = MeshChannel(
-                registry, "echo-mw", interceptors=_middleware.client_interceptors()
-            )
+            for label, rate in (("", 1.0), (", 10% traced", 0.1)):
+                service = f"echo-mw-{int(rate * 100)}"
+                mw_port = await start_server(started, service, args.loop, "--middleware", "--sample-rate", str(rate))
+                await registry.register(ServiceInstance(name=service, id=service, address="127.0.0.1", port=mw_port))
+                channels[f"mesh x1 + middleware{label}"] = MeshChannel(
+                    registry, service, interceptors=_middleware.client_interceptors(rate)
+                )
         for channel in channels.values():
             stack.push_async_callback(channel.close)
         stubs = {name: echo_pb2_grpc.EchoStub(channel) for name, channel in channels.items()}
