@@ -76,9 +76,10 @@ def render(results: list[dict[str, Any]], facts: dict[str, str], total: float) -
     for result in results:
         if "error" in result:
             lines.append(f"| {result['script']} | - | **failed: {result['error']}** | no | `{result['script']}` |")
-        for row in result["rows"]:
-            met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
-            lines.append(f"| {row['figure']} | {row['goal']} | {row['measured']} | {met} | `{row['command']}` |")
+    rows = sorted((row for result in results for row in result["rows"]), key=lambda row: row["figure"].split(".")[0])
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "-"}[row["met"]]
+        lines.append(f"| {row['figure']} | {row['goal']} | {row['measured']} | {met} | `{row['command']}` |")
     lines += ["", "## Details", ""]
     for result in results:
         lines.append(f"<!-- {result['script']}: {result.get('seconds', 0):.0f} s -->")
