@@ -10,7 +10,7 @@ PROTOS := $(shell find src examples -name '*.proto' 2>/dev/null)
 
 all: test
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "grpcmesh needs Python 3.11+; set PYTHON=python3.11 (or newer)")'
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq python3-venv)
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -74,6 +74,7 @@ class SqliteRegistry(BaseRegistry):
         self._feeds: dict[str, SnapshotFeed] = {}
         self._feed_revisions: dict[str, int] = {}
         self._global_revision = -1
+        self._feeds_added = 0
         self._next_expiry = 0.0
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
@@ -236,6 +237,10 @@ class SqliteRegistry(BaseRegistry):
             existing = self._feeds.setdefault(name, feed)
             if existing is feed:
                 self._feed_revisions[name] = revision
+                # A poll already under way did not look at this name: make the next one compare
+                # every feed's revision instead of trusting the global revision it recorded.
+                self._feeds_added += 1
+                self._global_revision = -1
                 await feed.publish(self._decode(rows))
             feed = existing
         if self._poll_task is None or self._poll_task.done():
@@ -255,12 +260,18 @@ class SqliteRegistry(BaseRegistry):
                 if not failing:
                     log.warning("sqlite registry poll failed, keeping last snapshots: %s", exc)
                 failing = True
+            except Exception:  # a bug must not silently end every watch of this registry
+                if self._closed:
+                    return
+                log.exception("sqlite registry %s: unexpected error while polling; polling on", self.path)
+                failing = True
             await asyncio.sleep(self.poll_interval)
 
     async def _poll_once(self) -> None:
         names = list(self._feeds)
         known = dict(self._feed_revisions)
         last_global = self._global_revision
+        feeds_added = self._feeds_added
         purge = time.time() >= self._next_expiry
 
         def poll(conn: sqlite3.Connection) -> tuple[int, float, dict[str, tuple[int, list[tuple[str, str, str]]]]]:
@@ -282,7 +293,8 @@ class SqliteRegistry(BaseRegistry):
             if current == last_global and time.time() < self._next_expiry:
                 return
         current, next_expiry, changed = await self._run(poll)
-        self._global_revision = current
+        if feeds_added == self._feeds_added:  # else a new feed was not compared: check again next time
+            self._global_revision = current
         self._next_expiry = next_expiry
         for name, (revision, rows) in changed.items():
             self._feed_revisions[name] = revision

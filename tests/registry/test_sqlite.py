@@ -1,0 +1,113 @@
+"""sqlite-specific behaviour beyond the conformance suite."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+
+from grpcmesh import ServiceInstance, open_registry
+from grpcmesh.registry.sqlite import SqliteRegistry
+from tests.helpers import next_matching
+
+
+def inst(name: str, iid: str) -> ServiceInstance:
+    return ServiceInstance(name=name, id=iid, address="127.0.0.1", port=5000)
+
+
+async def test_watches_opened_while_the_registry_changes_all_converge(tmp_path: Path) -> None:
+    """A watch added while a poll is under way must not miss a change made meanwhile."""
+    url = f"sqlite://{tmp_path}/r.db"
+    names = [f"svc-{n}" for n in range(60)]
+    async with open_registry(url) as writer, open_registry(url) as watcher:
+        streams = []
+
+        async def open_watch(name: str) -> None:
+            stream = aiter(watcher.watch(name))
+            await next_matching(stream, lambda s: True)
+            streams.append((name, stream))
+
+        async def churn() -> None:
+            for name in names:
+                await writer.register(inst(name, "first"))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(churn(), *(open_watch(name) for name in names))
+        for name in names:
+            await writer.register(inst(name, "second"))
+        for _name, stream in streams:
+            await next_matching(stream, lambda s: [i.id for i in s] == ["first", "second"], timeout=5)
+
+
+async def test_unexpected_poll_error_is_logged_and_polling_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite://{tmp_path}/r.db"
+    async with open_registry(url) as writer, open_registry(url) as watcher:
+        assert isinstance(watcher, SqliteRegistry)
+        stream = aiter(watcher.watch("svc"))
+        await next_matching(stream, lambda s: s == [])
+        original = watcher._poll_once
+        failures = 0
+
+        async def flaky() -> None:
+            nonlocal failures
+            if failures < 2:
+                failures += 1
+                raise ValueError("boom")
+            await original()
+
+        watcher._poll_once = flaky  # type: ignore[method-assign]
+        await asyncio.sleep(watcher.poll_interval * 4)  # a poll already under way has finished
+        with caplog.at_level(logging.ERROR):
+            await writer.register(inst("svc", "a"))
+            await next_matching(stream, lambda s: [i.id for i in s] == ["a"], timeout=5)
+        assert failures == 2
+        assert "unexpected error while polling" in caplog.text
+
+
+async def test_a_change_between_a_new_watch_and_a_running_poll_is_not_missed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regression: a poll that started before a watch was added recorded the global revision and
+    the new watch then never saw a change made between its first read and that poll."""
+    from grpcmesh.registry import sqlite as backend
+
+    url = f"sqlite://{tmp_path}/r.db"
+    async with open_registry(url) as writer, open_registry(url) as watcher:
+        assert isinstance(watcher, SqliteRegistry)
+        await writer.register(inst("y", "first"))
+        watcher._poll_task = asyncio.create_task(asyncio.Event().wait())  # we drive the polls ourselves
+        first_watch = aiter(watcher.watch("x"))
+        await next_matching(first_watch, lambda s: True)
+        await watcher._poll_once()  # records the global revision
+
+        real_live_rows = backend._live_rows
+
+        def live_rows_then_change(conn: object, name: str) -> list[tuple[str, str, str]]:
+            rows = real_live_rows(conn, name)  # type: ignore[arg-type]
+            if name == "y":  # right after the new watch's first read, another process changes y
+                monkeypatch.setattr(backend, "_live_rows", real_live_rows)
+                other = SqliteRegistry(tmp_path / "r.db")
+                other._call(lambda c: backend._transaction(c).__enter__())
+                record = inst("y", "second").to_json().decode()
+                other._call(
+                    lambda c: c.execute("INSERT INTO instances VALUES ('y', 'second', ?, 'other', 9e18)", (record,))
+                )
+                other._call(lambda c: backend._bump(c, ["y"]))
+                other._call(lambda c: c.execute("COMMIT"))
+                other._call(lambda c: c.close())
+            return rows
+
+        monkeypatch.setattr(backend, "_live_rows", live_rows_then_change)
+        new_watch = aiter(watcher.watch("y"))
+        watch_first = asyncio.create_task(anext(new_watch))
+        await asyncio.sleep(0)  # the watch submits its read first...
+        await watcher._poll_once()  # ...then a poll that does not know the new watch runs
+        assert [i.id for i in await watch_first] == ["first"]
+        await watcher._poll_once()  # the next poll must notice y changed
+        snapshot = await asyncio.wait_for(anext(new_watch), 2)
+        assert [i.id for i in snapshot] == ["first", "second"]
+        watcher._poll_task.cancel()
