@@ -32,6 +32,7 @@ from grpcmesh.middleware._calls import (
     ClientFinish,
     ClientInterceptor,
     Context,
+    HandlerCache,
     ServerInterceptor,
     client_interceptors,
     guard_handler,
@@ -111,6 +112,7 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         self._enforce_policy = policy is not None
         self._exempt = tuple(exempt)
         self._max_clock_skew = max_clock_skew
+        self._handlers = HandlerCache()
 
     def _is_exempt(self, method: str) -> bool:
         return any(fnmatch.fnmatchcase(method, pattern) for pattern in self._exempt)
@@ -120,13 +122,18 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
     ) -> Any:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
-        if handler is None or self._is_exempt(method):
+        if handler is None:
             return handler
-        metadata = handler_call_details.invocation_metadata
+        return self._handlers.get(method, handler, lambda: self._guarded(handler, method))
+
+    def _guarded(self, handler: Any, method: str) -> Any:
+        """``handler`` behind this method's check, built once per method (exemption included)."""
+        if self._is_exempt(method):
+            return handler
 
         async def guard(context: Context) -> None:
             try:
-                caller = self._check(method, metadata, context)
+                caller = self._check(method, context.invocation_metadata(), context)
             except _Refusal as refusal:
                 _log.warning(
                     "rpc refused", method=method, peer=_peer(context), code=refusal.code.name, reason=refusal.details
