@@ -12,8 +12,10 @@ KEY = "token-cache-test-key-0123456789abc"
 
 async def test_repeated_token_is_accepted_until_it_expires_and_others_are_checked() -> None:
     auth = AuthServerInterceptor(KEY, max_clock_skew=10.0)
-    # int() in the token rounds down: sign 9.4 s in the past so it expires about 0.6-1.6 s from now.
-    token = sign_caller("orders", KEY, timestamp=time.time() - 9.4)
+    # Tokens carry whole seconds: sign at the start of a second, 9 s in the past, so the token is
+    # 9.0-9.5 s old during the checks below and expires (older than 10 s) within about a second.
+    await asyncio.sleep(1.0 - time.time() % 1.0)
+    token = sign_caller("orders", KEY, timestamp=int(time.time()) - 9)
     assert auth._verify_caller("orders", token, KEY)
     assert auth._verify_caller("orders", token, KEY)  # the remembered token
     assert not auth._verify_caller("orders", token[:-1] + ("0" if token[-1] != "0" else "1"), KEY)
