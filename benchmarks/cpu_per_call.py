@@ -54,7 +54,8 @@ async def main(args: argparse.Namespace) -> None:
     try:
 
         async def server(instance_id: str, *extra: str) -> tuple[int, int]:
-            child = await Child.start(instance_id, str(BENCH_DIR / "_echo_server.py"), "--instance-id", instance_id, *extra)
+            script = str(BENCH_DIR / "_echo_server.py")
+            child = await Child.start(instance_id, script, "--instance-id", instance_id, *extra)
             children.append(child)
             return int((await child.read())["port"]), child.pid
 
@@ -77,7 +78,7 @@ async def main(args: argparse.Namespace) -> None:
             ),
         }
         results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in configs}
-        for name, (channel, _) in configs.items():
+        for channel, _ in configs.values():
             await load(echo_pb2_grpc.EchoStub(channel), 300)  # warm up: connect, fill caches
         for _ in range(args.rounds):
             for name, (channel, pid) in configs.items():
