@@ -47,9 +47,13 @@ class MethodSpec:
     registered: bool
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class CallOptions:
-    """Per-call arguments, passed to every attempt unchanged (except the shrinking timeout)."""
+    """Per-call arguments, passed to every attempt unchanged (except the shrinking timeout).
+
+    Not frozen: a frozen dataclass's ``__init__`` goes through ``object.__setattr__`` per
+    field, and one of these is made per call. Nothing mutates it after construction.
+    """
 
     deadline: float | None
     metadata: Any
@@ -65,6 +69,8 @@ class CallHost(Protocol):
     async def acquire(
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
     ) -> SubChannel | None: ...
+
+    def pick_now(self, request_key: str | None) -> SubChannel | None: ...
 
     def attempt_started(self, sub: SubChannel) -> float: ...
 
@@ -216,38 +222,48 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
         super().__init__(host, spec, options)
 
     async def _start(self) -> Any:
+        host = self._host
+        spec = self._spec
+        options = self._options
+        # The common case, without awaiting acquire(): an endpoint can be picked right away.
+        sub = host.pick_now(options.request_key)
         exclude: set[str] = set()
         retried = False
         while True:
-            sub = await self._acquire(exclude)
-            if sub is None:  # only after a failed attempt: nowhere else to go
-                assert self._error is not None
-                raise self._error
-            try:
-                kwargs = self._attempt_kwargs()
-            except MeshRpcError as exc:
-                self._fail(exc)
-                raise
-            call = sub.multicallable(
-                self._spec.kind,
-                self._spec.method,
-                self._spec.serializer,
-                self._spec.deserializer,
-                self._spec.registered,
-            )(self._request, **kwargs)
+            if sub is None:
+                sub = await self._acquire(exclude)
+                if sub is None:  # only after a failed attempt: nowhere else to go
+                    assert self._error is not None
+                    raise self._error
+            if options.deadline is None:
+                timeout = None
+            else:
+                timeout = options.deadline - _now()
+                if timeout <= 0:
+                    error = _deadline_error(spec)
+                    self._fail(error)
+                    raise error
+            call = sub.multicallable_for(spec)(
+                self._request,
+                timeout=timeout,
+                metadata=options.metadata,
+                credentials=options.credentials,
+                compression=options.compression,
+            )
             self._call = call
-            started = self._host.attempt_started(sub)
+            started = host.attempt_started(sub)
             try:
                 response = await call
             except BaseException as exc:
-                self._host.attempt_ended(sub, started, exc)
+                host.attempt_ended(sub, started, exc)
                 self._error = exc
-                if retried or not self._host.may_retry(self._spec.method, exc):
+                if retried or not host.may_retry(spec.method, exc):
                     raise
                 retried = True
                 exclude.add(sub.id)
+                sub = None
                 continue
-            self._host.attempt_ended(sub, started, None)
+            host.attempt_ended(sub, started, None)
             return response
 
     def __await__(self) -> Generator[Any, None, Any]:
@@ -298,9 +314,21 @@ class _ResponseStream:
         return self._iterate()
 
     async def _iterate(self) -> AsyncIterator[Any]:
+        message = await self.read()  # establishes the call; may be the buffered first message
+        if message is EOF:
+            return
+        yield message
+        # From here on the call is fixed: read grpc.aio's call directly, without read()'s checks.
+        # (grpc.aio forbids mixing read() with its own async iterator, so read() it is.)
+        read = self._call.read
         while True:
-            message = await self.read()
+            try:
+                message = await read()
+            except BaseException as exc:
+                self._report(exc)
+                raise
             if message is EOF:
+                self._report(None)
                 return
             yield message
 

@@ -201,6 +201,16 @@ class MeshChannel(grpc.aio.Channel):
         self._no_endpoint_errors += 1
         raise self._no_endpoints_error(limit, deadline_hit=remaining is not None and limit == remaining)
 
+    def pick_now(self, request_key: str | None) -> SubChannel | None:
+        """``acquire``'s common case without a coroutine: an endpoint if one can be picked now.
+
+        ``None`` means the caller must ``await acquire(...)`` (no endpoint yet, so it waits).
+        """
+        if self._closed:
+            raise grpc.aio.UsageError("MeshChannel is closed")
+        self.watcher.start()
+        return self._pick(request_key, set())
+
     def _no_endpoints_error(self, waited: float | None, deadline_hit: bool) -> NoEndpointsRpcError:
         where = f"service {self.service!r} ({self.filter.describe()})"
         known = "" if self.watcher.synced else "; the registry has not answered yet"

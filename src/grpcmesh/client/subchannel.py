@@ -67,6 +67,7 @@ class SubChannel:
         self.channel = channel
         self._clock = clock
         self._multicallables: dict[tuple[str, str, Any, Any], Any] = {}
+        self._by_spec: dict[int, tuple[Any, Any]] = {}
         self.outstanding = 0
         self.calls = 0
         self.failures = 0
@@ -99,6 +100,14 @@ class SubChannel:
             )
             self._multicallables[key] = found
         return found
+
+    def multicallable_for(self, spec: Any) -> Any:
+        """``multicallable`` for a ``MethodSpec``, looked up by the spec's identity (one dict hit per call)."""
+        found = self._by_spec.get(id(spec))
+        if found is None:
+            mc = self.multicallable(spec.kind, spec.method, spec.serializer, spec.deserializer, spec.registered)
+            found = self._by_spec[id(spec)] = (spec, mc)  # holding the spec keeps its id from being reused
+        return found[1]
 
     # -- accounting -------------------------------------------------------------------
 

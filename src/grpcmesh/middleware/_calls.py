@@ -15,7 +15,6 @@ import inspect
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import grpc
@@ -42,9 +41,24 @@ class RpcType(enum.StrEnum):
 
 def split_method(full_method: str | bytes) -> tuple[str, str]:
     """``/pkg.Service/Method`` → (``pkg.Service``, ``Method``); unknown shapes keep the whole name."""
-    text = full_method.decode() if isinstance(full_method, bytes) else full_method
-    service, _, method = text.lstrip("/").rpartition("/")
-    return (service, method) if service else ("unknown", text)
+    found = _SPLIT_CACHE.get(full_method)
+    if found is None:
+        text = full_method.decode() if isinstance(full_method, bytes) else full_method
+        service, _, method = text.lstrip("/").rpartition("/")
+        found = (service, method) if service else ("unknown", text)
+        if len(_SPLIT_CACHE) < MAX_CACHED_METHODS:
+            _SPLIT_CACHE[full_method] = found
+    return found
+
+
+MAX_CACHED_METHODS = 4096
+"""Per-method caches (split names, wrapped handlers, metric children) stop growing at this size,
+so a server behind a catch-all generic handler cannot grow them without bound."""
+
+_SPLIT_CACHE: dict[str | bytes, tuple[str, str]] = {}
+
+
+_UNSET: Any = object()
 
 
 def metadata_value(metadata: Any, key: str) -> str | None:
@@ -57,25 +71,42 @@ def metadata_value(metadata: Any, key: str) -> str | None:
     return None
 
 
-@dataclass
 class ServerCall:
-    """One call as a server interceptor sees it; ``code`` is set just before observers finish."""
+    """One call as a server interceptor sees it; ``code`` is set just before observers finish.
 
-    full_method: str
-    rpc_type: RpcType
-    context: Context
-    metadata: Any
-    started: float = field(default_factory=time.perf_counter)
-    code: grpc.StatusCode | None = None
-    error: BaseException | None = None
+    A plain slotted class, not a dataclass: one is made per call per interceptor, so its
+    construction is on the hot path. The service and method names come pre-split (once per
+    method), and the metadata is read from the context only if an observer asks for it.
+    """
+
+    __slots__ = ("_metadata", "code", "context", "error", "full_method", "method", "rpc_type", "service", "started")
+
+    def __init__(
+        self,
+        full_method: str,
+        rpc_type: RpcType,
+        context: Context,
+        metadata: Any = _UNSET,
+        names: tuple[str, str] | None = None,
+    ) -> None:
+        self.full_method = full_method
+        self.rpc_type = rpc_type
+        self.context = context
+        self.service, self.method = names if names is not None else split_method(full_method)
+        self.started = time.perf_counter()
+        self.code: grpc.StatusCode | None = None
+        self.error: BaseException | None = None
+        self._metadata = metadata
 
     @property
-    def service(self) -> str:
-        return split_method(self.full_method)[0]
-
-    @property
-    def method(self) -> str:
-        return split_method(self.full_method)[1]
+    def metadata(self) -> Any:
+        """The call's invocation metadata (what ``HandlerCallDetails.invocation_metadata`` holds)."""
+        if self._metadata is _UNSET:
+            try:
+                self._metadata = self.context.invocation_metadata()
+            except Exception:  # a context wrapper that does not implement it
+                self._metadata = None
+        return self._metadata
 
     @property
     def duration(self) -> float:
@@ -119,10 +150,12 @@ ServerObserver = Callable[[ServerCall], AbstractContextManager[None]]
 """Given a starting call, a context manager that is exited when the call ends (``call.code`` set)."""
 
 
-def observe_handler(handler: Any, full_method: str, metadata: Any, observer: ServerObserver) -> Any:
+def observe_handler(handler: Any, full_method: str, observer: ServerObserver) -> Any:
     """``handler`` with its behavior run inside ``observer``; sync (thread-pool) handlers pass through.
 
     Streaming responses work in both grpc.aio styles: async generators and ``context.write``.
+    The result serves every call of ``full_method`` (the per-call metadata is read from the
+    context), so interceptors build it once per method: see :class:`HandlerCache`.
     """
     if handler is None:
         return None
@@ -130,14 +163,12 @@ def observe_handler(handler: Any, full_method: str, metadata: Any, observer: Ser
     behavior = _behavior(handler)
     if not _is_async(behavior):
         return handler
-
-    def start(context: Context) -> ServerCall:
-        return ServerCall(full_method, rpc_type, context, metadata)
+    names = split_method(full_method)
 
     if not handler.response_streaming:
 
         async def unary_response(request: Any, context: Context) -> Any:
-            call = start(context)
+            call = ServerCall(full_method, rpc_type, context, _UNSET, names)
             with observer(call):
                 try:
                     response = await behavior(request, context)
@@ -152,7 +183,7 @@ def observe_handler(handler: Any, full_method: str, metadata: Any, observer: Ser
     if inspect.iscoroutinefunction(behavior):
 
         async def writer_response(request: Any, context: Context) -> None:
-            call = start(context)
+            call = ServerCall(full_method, rpc_type, context, _UNSET, names)
             with observer(call):
                 try:
                     await behavior(request, context)
@@ -164,7 +195,7 @@ def observe_handler(handler: Any, full_method: str, metadata: Any, observer: Ser
         return replace_behavior(handler, writer_response)
 
     async def streamed_response(request: Any, context: Context) -> AsyncIterator[Any]:
-        call = start(context)
+        call = ServerCall(full_method, rpc_type, context, _UNSET, names)
         with observer(call):
             try:
                 async for response in behavior(request, context):
@@ -175,6 +206,30 @@ def observe_handler(handler: Any, full_method: str, metadata: Any, observer: Ser
             call.settle(None)
 
     return replace_behavior(handler, streamed_response)
+
+
+class HandlerCache:
+    """Wrapped handlers by method name, built once instead of on every call.
+
+    An entry is used only while the inner handler is the very same object it was built from
+    (grpc's generic handlers, and every interceptor here, return one handler per method), so
+    a handler that changes is re-wrapped. Unknown methods are never cached (their handler is
+    ``None``), and the cache stops growing at ``MAX_CACHED_METHODS``.
+    """
+
+    __slots__ = ("_entries",)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[Any, Any]] = {}
+
+    def get(self, method: str, handler: Any, build: Callable[[], Any]) -> Any:
+        entry = self._entries.get(method)
+        if entry is not None and entry[0] is handler:
+            return entry[1]
+        wrapped = build()
+        if len(self._entries) < MAX_CACHED_METHODS or method in self._entries:
+            self._entries[method] = (handler, wrapped)
+        return wrapped
 
 
 def _behavior(handler: Any) -> Behavior:
@@ -248,25 +303,20 @@ def rejecting_handler(handler: Any, code: grpc.StatusCode, details: str) -> Any:
 # --------------------------------------------------------------------------------------- client
 
 
-@dataclass
 class ClientCall:
     """One outgoing call as a client interceptor sees it; observers may add ``metadata``."""
 
-    full_method: str
-    rpc_type: RpcType
-    metadata: grpc.aio.Metadata
-    target: str | None
-    started: float = field(default_factory=time.perf_counter)
-    code: grpc.StatusCode | None = None
-    error: BaseException | None = None
+    __slots__ = ("code", "error", "full_method", "metadata", "method", "rpc_type", "service", "started", "target")
 
-    @property
-    def service(self) -> str:
-        return split_method(self.full_method)[0]
-
-    @property
-    def method(self) -> str:
-        return split_method(self.full_method)[1]
+    def __init__(self, full_method: str, rpc_type: RpcType, metadata: grpc.aio.Metadata, target: str | None) -> None:
+        self.full_method = full_method
+        self.rpc_type = rpc_type
+        self.metadata = metadata
+        self.target = target
+        self.service, self.method = split_method(full_method)
+        self.started = time.perf_counter()
+        self.code: grpc.StatusCode | None = None
+        self.error: BaseException | None = None
 
     @property
     def duration(self) -> float:
@@ -288,6 +338,11 @@ def _error_code(error: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+class _OwnedMetadata(grpc.aio.Metadata):
+    """Metadata an interceptor here copied from the caller's: later interceptors of ours may add to
+    it in place instead of copying it again (the caller's own object is never modified)."""
+
+
 class _ClientCallObserver:
     """Runs one ``ClientObserver`` around a call of any kind; the four interceptor classes share it."""
 
@@ -298,12 +353,18 @@ class _ClientCallObserver:
 
     def begin(self, details: grpc.aio.ClientCallDetails, rpc_type: RpcType) -> tuple[ClientCall, ClientFinish, Any]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
-        metadata = grpc.aio.Metadata(*tuple(details.metadata or ()))
+        given = details.metadata
+        if isinstance(given, _OwnedMetadata):
+            # An outer interceptor of ours already copied the caller's metadata: share its copy.
+            metadata: grpc.aio.Metadata = given
+            new_details = details
+        else:
+            metadata = _OwnedMetadata(*tuple(given or ()))
+            new_details = grpc.aio.ClientCallDetails(
+                details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            )
         call = ClientCall(method, rpc_type, metadata, self._target)
         finish = self._observer(call)
-        new_details = grpc.aio.ClientCallDetails(
-            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
-        )
         return call, finish, new_details
 
     @staticmethod
@@ -440,6 +501,7 @@ class ServerObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
     def __init__(self, observer: ServerObserver, skip: Callable[[str], bool] | None = None) -> None:
         self._observer = observer
         self._skip = skip
+        self._handlers = HandlerCache()
 
     async def intercept_service(
         self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: grpc.HandlerCallDetails
@@ -448,7 +510,7 @@ class ServerObservingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[ty
         method = handler_call_details.method
         if handler is None or (self._skip is not None and self._skip(method)):
             return handler
-        return observe_handler(handler, method, handler_call_details.invocation_metadata, self._observer)
+        return self._handlers.get(method, handler, lambda: observe_handler(handler, method, self._observer))
 
 
 def iter_metadata(metadata: Any) -> Iterator[tuple[str, str | bytes]]:

@@ -12,7 +12,7 @@ import asyncio
 import logging as stdlib_logging
 import re
 import sys
-from collections.abc import Iterator, Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from contextlib import contextmanager
 from typing import Any, TextIO
 
@@ -43,13 +43,52 @@ SECRET_NAME = re.compile(
 
 
 def redact_secrets(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """structlog processor: replace the value of every secret-looking key, also inside nested dicts."""
+    """structlog processor: replace the value of every secret-looking key, also inside nested dicts.
+
+    An event whose keys are all known-safe names (an access-log line with the standard
+    processors' fields, and no nested mapping) is passed through without the walk.
+    """
+    if event_dict.keys() <= SAFE_FIELDS and not any(isinstance(value, Mapping) for value in event_dict.values()):
+        return event_dict
     return _redact(event_dict)
+
+
+SAFE_FIELDS = frozenset(
+    {
+        "event",
+        "level",
+        "timestamp",
+        "logger",
+        "side",
+        "service",
+        "method",
+        "grpc_type",
+        "peer",
+        "code",
+        "duration_ms",
+        "trace_id",
+        "error",
+    }
+)
+"""Field names that do not match ``SECRET_NAME``: the access log's own plus structlog's standard ones."""
+
+_secret_names: dict[str, bool] = {}
+
+
+def _is_secret_name(key: object) -> bool:
+    """``SECRET_NAME.search`` on the key, remembered per name (log events reuse a handful of names)."""
+    name = str(key)
+    found = _secret_names.get(name)
+    if found is None:
+        found = bool(SECRET_NAME.search(name))
+        if len(_secret_names) < 4096:
+            _secret_names[name] = found
+    return found
 
 
 def _redact(mapping: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key, value in list(mapping.items()):
-        if key != "event" and SECRET_NAME.search(str(key)):
+        if key != "event" and _is_secret_name(key):
             mapping[key] = REDACTED
         elif isinstance(value, Mapping):
             mapping[key] = _redact(dict(value))
@@ -90,6 +129,39 @@ def _level_number(level: str | int) -> int:
     return number
 
 
+class _BoundPerConfiguration:
+    """structlog's lazy logger, bound once per structlog configuration instead of on every line.
+
+    With ``cache_logger_on_first_use=False`` (needed so ``configure_logging`` can be called
+    again) the lazy proxy rebuilds its bound logger on every method call. This keeps the
+    bound logger while the configuration's objects are the same ones and rebinds as soon as
+    any is replaced (``structlog.configure``, ``capture_logs``...), so it logs exactly as
+    the proxy would.
+    """
+
+    __slots__ = ("_bound", "_key", "_name")
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._key: tuple[object, ...] = ()
+        self._bound: Any = None
+
+    def get(self) -> Any:
+        config = structlog.get_config()
+        key = (config["processors"], config["wrapper_class"], config["logger_factory"], config["context_class"])
+        if len(key) != len(self._key) or any(new is not old for new, old in zip(key, self._key, strict=True)):
+            self._bound = structlog.get_logger(self._name).bind()
+            self._key = key
+        return self._bound
+
+
+def _access_logger(logger: Any) -> Callable[[], Any]:
+    """What the interceptors call for their logger: the given one, or the bound access logger."""
+    if logger is not None:
+        return lambda: logger
+    return _BoundPerConfiguration(ACCESS_LOGGER).get
+
+
 def _log(logger: Any, fields: dict[str, Any], code: grpc.StatusCode, error: BaseException | None) -> None:
     if error is not None and not isinstance(error, grpc.aio.AbortError | grpc.RpcError | asyncio.CancelledError):
         fields["error"] = type(error).__name__  # the type only: messages may carry request data
@@ -106,7 +178,7 @@ def logging_server_interceptor(service_name: str | None = None, logger: Any = No
 
     Put it after the tracing interceptor so the line carries the server span's trace id.
     """
-    log = logger if logger is not None else structlog.get_logger(ACCESS_LOGGER)
+    log = _access_logger(logger)
 
     @contextmanager
     def observe(call: ServerCall) -> Iterator[None]:
@@ -124,7 +196,7 @@ def logging_server_interceptor(service_name: str | None = None, logger: Any = No
                 "duration_ms": round(call.duration * 1000, 3),
                 "trace_id": current_trace_id() or trace_id_of(call.metadata),
             }
-            _log(log, fields, code, call.error)
+            _log(log(), fields, code, call.error)
 
     return ServerObservingInterceptor(observe)
 
@@ -138,7 +210,7 @@ def logging_client_interceptors(
     does not tell client interceptors the peer). Put them after the tracing interceptors so
     the line carries the trace id that was sent.
     """
-    log = logger if logger is not None else structlog.get_logger(ACCESS_LOGGER)
+    log = _access_logger(logger)
 
     def observe(call: ClientCall) -> ClientFinish:
         trace_id = trace_id_of(tuple(call.metadata)) or current_trace_id()
@@ -155,7 +227,7 @@ def logging_client_interceptors(
                 "duration_ms": round(done.duration * 1000, 3),
                 "trace_id": trace_id,
             }
-            _log(log, fields, code, done.error)
+            _log(log(), fields, code, done.error)
 
         return finish
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import grpc
 from aiohttp import web
@@ -20,9 +21,11 @@ from prometheus_client.registry import Collector
 
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.middleware._calls import (
+    MAX_CACHED_METHODS,
     ClientCall,
     ClientFinish,
     ClientInterceptor,
+    RpcType,
     ServerCall,
     ServerInterceptor,
     ServerObservingInterceptor,
@@ -53,6 +56,8 @@ class GrpcMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._server_cache: dict[tuple[str | None, str, RpcType], _ServerChildren] = {}
+        self._client_cache: dict[tuple[str, RpcType], _ClientChildren] = {}
         self.service_requests = Counter(
             "grpc_service_requests_total",
             "Total number of gRPC requests by service, method and status (server side)",
@@ -99,31 +104,95 @@ class GrpcMetrics:
             registry=registry,
         )
 
+    def _server_children(self, service_name: str | None, call: ServerCall) -> _ServerChildren:
+        key = (service_name, call.full_method, call.rpc_type)
+        found = self._server_cache.get(key)
+        if found is None:
+            found = _ServerChildren(self, service_name or call.service, call)
+            if len(self._server_cache) < MAX_CACHED_METHODS:
+                self._server_cache[key] = found
+        return found
+
     @contextmanager
     def _observe_server(self, service_name: str | None, call: ServerCall) -> Iterator[None]:
-        labels = (call.service, call.method, call.rpc_type.value)
-        self.server_started.labels(*labels).inc()
+        children = self._server_children(service_name, call)
+        children.started.inc()
         try:
             yield
         finally:
             duration = call.duration
-            code = (call.code or grpc.StatusCode.UNKNOWN).name
-            self.server_handled.labels(*labels, code).inc()
-            self.server_handling.labels(*labels).observe(duration)
-            seed_service = service_name or call.service
-            self.service_requests.labels(seed_service, call.full_method, code).inc()
-            self.service_latency.labels(seed_service, call.full_method).observe(duration)
+            handled, requests = children.by_code(call.code or grpc.StatusCode.UNKNOWN)
+            handled.inc()
+            children.handling.observe(duration)
+            requests.inc()
+            children.latency.observe(duration)
+
+    def _client_children(self, call: ClientCall) -> _ClientChildren:
+        key = (call.full_method, call.rpc_type)
+        found = self._client_cache.get(key)
+        if found is None:
+            found = _ClientChildren(self, call)
+            if len(self._client_cache) < MAX_CACHED_METHODS:
+                self._client_cache[key] = found
+        return found
 
     def _observe_client(self, call: ClientCall) -> ClientFinish:
-        labels = (call.service, call.method, call.rpc_type.value)
-        self.client_started.labels(*labels).inc()
+        children = self._client_children(call)
+        children.started.inc()
 
         def finish(done: ClientCall) -> None:
-            code = (done.code or grpc.StatusCode.UNKNOWN).name
-            self.client_handled.labels(*labels, code).inc()
-            self.client_handling.labels(*labels).observe(done.duration)
+            children.handled(done.code or grpc.StatusCode.UNKNOWN).inc()
+            children.handling.observe(done.duration)
 
         return finish
+
+
+class _ServerChildren:
+    """The labelled series of one (mesh service, method, RPC type), looked up once, not per call.
+
+    ``prometheus_client``'s ``.labels(...)`` takes a lock and hashes the label tuple on every
+    call; its children are stable objects, so holding on to them records exactly the same series.
+    """
+
+    __slots__ = ("_by_code", "_labels", "_metrics", "_seed", "handling", "latency", "started")
+
+    def __init__(self, metrics: GrpcMetrics, seed_service: str, call: ServerCall) -> None:
+        self._metrics = metrics
+        self._labels = (call.service, call.method, call.rpc_type.value)
+        self._seed = (seed_service, call.full_method)
+        self.started = metrics.server_started.labels(*self._labels)
+        self.handling = metrics.server_handling.labels(*self._labels)
+        self.latency = metrics.service_latency.labels(*self._seed)
+        self._by_code: dict[grpc.StatusCode, tuple[Any, Any]] = {}
+
+    def by_code(self, code: grpc.StatusCode) -> tuple[Any, Any]:
+        """(``grpc_server_handled_total``, ``grpc_service_requests_total``) children for ``code``."""
+        found = self._by_code.get(code)
+        if found is None:
+            found = self._by_code[code] = (
+                self._metrics.server_handled.labels(*self._labels, code.name),
+                self._metrics.service_requests.labels(*self._seed, code.name),
+            )
+        return found
+
+
+class _ClientChildren:
+    """The client-side counterpart of :class:`_ServerChildren`."""
+
+    __slots__ = ("_by_code", "_labels", "_metrics", "handling", "started")
+
+    def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
+        self._metrics = metrics
+        self._labels = (call.service, call.method, call.rpc_type.value)
+        self.started = metrics.client_started.labels(*self._labels)
+        self.handling = metrics.client_handling.labels(*self._labels)
+        self._by_code: dict[grpc.StatusCode, Any] = {}
+
+    def handled(self, code: grpc.StatusCode) -> Any:
+        found = self._by_code.get(code)
+        if found is None:
+            found = self._by_code[code] = self._metrics.client_handled.labels(*self._labels, code.name)
+        return found
 
 
 def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | None = None) -> ServerInterceptor:

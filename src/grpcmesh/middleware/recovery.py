@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcmesh.middleware._calls import HandlerCache
+
 log = logging.getLogger("grpcmesh.recovery")
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
@@ -34,6 +36,7 @@ class RecoveryInterceptor(_ServerInterceptor):
 
     def __init__(self, logger: logging.Logger = log) -> None:
         self._log = logger
+        self._handlers = HandlerCache()
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -50,6 +53,11 @@ class RecoveryInterceptor(_ServerInterceptor):
             return grpc.unary_unary_rpc_method_handler(failed)
         if handler is None:  # no such method: grpc answers UNIMPLEMENTED
             return handler
+        guarded: Handler = self._handlers.get(method, handler, lambda: self._guarded(handler, method))
+        return guarded
+
+    def _guarded(self, handler: Handler, method: str) -> Handler:
+        """``handler`` with its behavior guarded; built once per method, not per call."""
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap(handler.unary_unary, method), handler.request_deserializer, handler.response_serializer

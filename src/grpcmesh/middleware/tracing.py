@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from urllib.parse import urlsplit
 
 import grpc
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
@@ -127,25 +128,27 @@ def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> ServerI
 
     @contextmanager
     def observe(call: ServerCall) -> Iterator[None]:
+        # start_span + an explicit attach is what start_as_current_span does, without its two
+        # generator-based context managers; the span is current (sampled or not) so the
+        # handler's own calls carry the caller's sampling decision on.
         parent = _PROPAGATOR.extract(_carrier(call.metadata))
         attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
-        with tracer.start_as_current_span(
-            f"{call.service}/{call.method}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield
-            finally:
+        span = tracer.start_span(
+            f"{call.service}/{call.method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
+        )
+        token = otel_context.attach(trace.set_span_in_context(span))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
+            if span.is_recording():  # an unsampled span records nothing: skip building it
                 code = call.code or grpc.StatusCode.UNKNOWN
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 if code in SERVER_ERROR_CODES:
                     span.set_status(Status(StatusCode.ERROR, code.name))
                 if call.error is not None and not isinstance(call.error, grpc.aio.AbortError | asyncio.CancelledError):
                     span.record_exception(call.error)
+            span.end()
 
     return ServerObservingInterceptor(observe)
 
@@ -164,10 +167,11 @@ def tracing_client_interceptors(tracer_provider: trace.TracerProvider) -> list[C
             call.metadata.set_all(key, [value])
 
         def finish(done: ClientCall) -> None:
-            code = done.code or grpc.StatusCode.UNKNOWN
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code is not grpc.StatusCode.OK:
-                span.set_status(Status(StatusCode.ERROR, code.name))
+            if span.is_recording():  # an unsampled span records nothing: skip building it
+                code = done.code or grpc.StatusCode.UNKNOWN
+                span.set_attribute("rpc.grpc.status_code", code.value[0])
+                if code is not grpc.StatusCode.OK:
+                    span.set_status(Status(StatusCode.ERROR, code.name))
             span.end()
 
         return finish
