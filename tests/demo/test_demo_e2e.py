@@ -109,9 +109,14 @@ def test_demo_runs_the_shop_with_chaos_and_the_cli_works_against_it(tmp_path: Pa
 
             dashboard_url = re.search(r"dashboard: (http://127\.0\.0\.1:\d+/)", (tmp_path / "demo.out").read_text())
             assert dashboard_url, "the demo did not print its dashboard URL"
-            with urllib.request.urlopen(dashboard_url.group(1) + "api/state", timeout=10) as response:
-                state = json.loads(response.read())
-            assert sorted(s["name"] for s in state["services"]) == sorted(set(names))
+            shown: list[str] = []
+            for _ in range(40):  # the dashboard re-lists services every second
+                with urllib.request.urlopen(dashboard_url.group(1) + "api/state", timeout=10) as response:
+                    shown = sorted(s["name"] for s in json.loads(response.read())["services"])
+                if shown == sorted(set(names)):
+                    break
+                time.sleep(0.25)
+            assert shown == sorted(set(names))
 
             health = cli("health", "order-service", "--registry", registry)
             assert health.returncode == 0, health.stdout + health.stderr
