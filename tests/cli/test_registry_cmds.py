@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -26,7 +27,9 @@ async def test_ls_json_lists_registered_instances(tmp_path: Path) -> None:
     async with open_registry(url) as reg:
         await reg.register(ServiceInstance(name="user-service", id="u1", address="127.0.0.1", port=5001))
         await reg.register(ServiceInstance(name="order-service", id="o1", address="127.0.0.1", port=5002))
-        out = run_cli("ls", "--json", env_extra={"GRPCMESH_REGISTRY": url})
+        # Off the event loop, so this owner's heartbeats keep running while the CLI starts (a cold
+        # start on a loaded machine can outlast the 10 s TTL; a blocked loop would let them expire).
+        out = await asyncio.to_thread(run_cli, "ls", "--json", env_extra={"GRPCMESH_REGISTRY": url})
         assert out.returncode == 0, out.stderr
         listed = json.loads(out.stdout)
         assert sorted((i["name"], i["id"], i["port"]) for i in listed) == [

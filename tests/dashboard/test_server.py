@@ -119,9 +119,13 @@ async def test_cli_serves_until_interrupted(tmp_path: Path) -> None:
     url = f"sqlite://{tmp_path / 'registry.db'}"
     async with open_registry(url) as registry:
         await registry.register(_instance("cli-1"))
+        # Ctrl-C as a terminal delivers it. A child of a run started as a background job (nohup,
+        # `cmd &` in a script, some CI runners) inherits SIGINT ignored, and Python rightly keeps
+        # ignoring it; restore the default handler so the test does not depend on how it was run.
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-c",
+            "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
             "from grpcmesh.cli import main; main()",
             "dashboard",
             "--registry",

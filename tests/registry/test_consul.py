@@ -112,6 +112,32 @@ def health_queries(standin: ConsulStandIn, name: str = "user-service") -> list[R
     return [r for r in standin.requests if r.path == f"/v1/health/service/{name}"]
 
 
+async def blocking_query(standin: ConsulStandIn, *, index: str | None = None, since: int = 0) -> RecordedRequest:
+    """Wait until a watch's blocking query (one carrying ``index``) has reached the stand-in.
+
+    A watch publishes its first snapshot before its loop sends the first blocking query, so a
+    test that changes the stand-in's index must wait for that query first: a reset that lands
+    before the query is sent is, as in Consul, only seen when the query's ``wait`` runs out.
+    The stand-in records a query and starts blocking it in one step of its loop, so once it is
+    recorded, any later change or rewind answers it. ``index`` asks for one exact index;
+    ``since`` skips the first ``since`` queries.
+    """
+
+    async def arrived() -> RecordedRequest:
+        while True:
+            for query in health_queries(standin)[since:]:
+                if "index" in query.query and (index is None or query.query["index"] == index):
+                    return query
+            await asyncio.sleep(0.01)
+
+    try:
+        return await asyncio.wait_for(arrived(), 10.0)
+    except TimeoutError:
+        sent = [q.query.get("index") for q in health_queries(standin)[since:]]
+        detail = f"{len(sent)} sent, the last indexes {sent[-20:]}"
+        raise AssertionError(f"no blocking query with index={index or 'any'} within 10 s; {detail}") from None
+
+
 class Collector:
     """Collects every snapshot a watch yields, on a background task."""
 
@@ -230,6 +256,7 @@ async def test_watch_is_a_blocking_query_that_delivers_within_100ms(consul_stand
     async with open_consul(consul_standin) as writer, open_consul(consul_standin) as watcher:
         collector = Collector(aiter(watcher.watch("user-service")))
         await collector.until([])
+        await blocking_query(consul_standin)
         await asyncio.sleep(0.3)
         idle = health_queries(consul_standin)
         assert len(idle) <= 2  # the first read and one hanging query: no polling
@@ -254,7 +281,7 @@ async def test_index_reset_neither_loses_nor_duplicates_a_snapshot(consul_standi
         await writer.register(inst("a"))
         collector = Collector(aiter(watcher.watch("user-service")))
         await collector.until(["a"])
-        await asyncio.sleep(0.2)  # the watch now hangs on a blocking query at index ~101
+        await blocking_query(consul_standin)  # the watch now hangs on a blocking query at index ~101
         before = len(consul_standin.requests)
         consul_standin.rewind_index(to=3)  # a snapshot restore: the index drops below the watch's
         await asyncio.sleep(0.2)
@@ -272,12 +299,17 @@ async def test_index_below_one_does_not_busy_loop(consul_standin: ConsulStandIn)
         await writer.register(inst("a"))
         collector = Collector(aiter(watcher.watch("user-service")))
         await collector.until(["a"])
+        await blocking_query(consul_standin)  # hanging at index ~101, so the rewind answers it
+        before = len(health_queries(consul_standin))
         consul_standin.rewind_index(to=0)  # Consul bug case: X-Consul-Index 0
-        await asyncio.sleep(0.5)
+        # The hanging query returns index 0 (backwards: reset), the fresh read returns 0 again,
+        # and the watch must then block with index 1 rather than poll with 0.
+        await blocking_query(consul_standin, index="1", since=before)
         start = len(health_queries(consul_standin))
         await asyncio.sleep(0.5)
         queries = health_queries(consul_standin)
         await collector.stop()
+    assert [q.query.get("index") for q in queries[before:start]] == [None, "1"]  # one fresh read, then block
     assert len(queries) - start <= 1
     assert queries[-1].query["index"] == "1"
     assert collector.snapshots == [["a"]]
@@ -297,7 +329,7 @@ async def test_errors_back_off_and_the_watch_recovers(consul_standin: ConsulStan
         await writer.register(inst("a"))
         collector = Collector(aiter(watcher.watch("user-service")))
         await collector.until(["a"])
-        await asyncio.sleep(0.2)
+        await blocking_query(consul_standin)
         before = len(consul_standin.requests)
         consul_standin.fail_reads(4)
         await writer.register(inst("b", port=50052))  # answers the hanging query; the next 4 fail

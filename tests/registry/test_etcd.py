@@ -4,6 +4,7 @@ loss, churn, and configuration errors. (The shared contract is in test_conforman
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -111,6 +112,15 @@ async def test_owner_reregisters_after_etcd_restarts_with_its_data_wiped(
             await asyncio.wait_for(all_back(), timeout=ttl + 10)
             elapsed = time.monotonic() - restarted
             assert elapsed <= ttl + 2, f"re-registered {elapsed:.1f}s after the restart; want <= TTL + 2 s"
+
+            async def reported() -> None:
+                # The owner logs once its last put is acknowledged; the observer, on the same
+                # event loop, may read the keys back before the owner's task resumes to log.
+                while "re-registered 3 instance(s)" not in caplog.text:
+                    await asyncio.sleep(0.05)
+
+            with contextlib.suppress(TimeoutError):  # the assertion below says what is missing
+                await asyncio.wait_for(reported(), timeout=5)
         assert "re-registered 3 instance(s)" in caplog.text
 
         # The watcher's stream started over on the new etcd: it sees later changes.
