@@ -7,8 +7,10 @@ process was SIGKILLed within 2 s (its registration expires after a 1 s TTL).
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
@@ -32,9 +34,13 @@ KILLED_WITHIN = 2.0
 
 
 @pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    # Chromium writes its crash-reporter database and dconf cache under $HOME; keep them in tmp.
+    home = tmp_path / "chromium-home"
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    env["XDG_CACHE_HOME"] = str(home / ".cache")
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, env=env)
         try:
             yield browser
         finally:
