@@ -19,6 +19,7 @@ from typing import Any, cast
 
 import grpc
 
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.discovery.endpoints import Endpoint
 from grpcmesh.errors import ConfigError
 
@@ -176,10 +177,7 @@ class SubChannel:
         await self.channel.close(None)
 
     async def close(self, grace: float | None = None) -> None:
-        if self._close_task is not None:
-            self._close_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._close_task
+        await cancel_and_wait((self._close_task,))
         await self.channel.close(grace)
 
     def stats(self, now: float) -> EndpointStats:

@@ -12,12 +12,12 @@ Three kinds of task, all through the ``Registry`` protocol only (so every backen
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
 from typing import Any
 
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.dashboard.hub import Hub
 from grpcmesh.dashboard.scraper import MetricsScraper
 from grpcmesh.dashboard.view import MeshView, RegistryEvent
@@ -75,12 +75,7 @@ class MeshCollector:
         self._tasks = [loop.create_task(self._relist_loop()), loop.create_task(self._scrape_loop())]
 
     async def stop(self) -> None:
-        tasks = [*self._tasks, *self._watches.values()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait([*self._tasks, *self._watches.values()])
         self._tasks.clear()
         self._watches.clear()
         await self.scraper.close()
@@ -102,10 +97,7 @@ class MeshCollector:
             self._watches[name] = asyncio.get_running_loop().create_task(self._watch(name, first))
             await first  # the page's first state already holds this service
         for name in sorted(set(self._watches) - names):
-            task = self._watches.pop(name)
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait((self._watches.pop(name),))
             self._on_snapshot(name, [])
 
     async def _watch(self, name: str, first: asyncio.Future[None]) -> None:

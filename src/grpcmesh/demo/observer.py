@@ -9,11 +9,11 @@ quantiles per instance.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.dashboard.metrics import OK_CODE, MetricsSample, histogram_quantile
 from grpcmesh.dashboard.scraper import MetricsScraper
 from grpcmesh.dashboard.view import METRICS_URL_KEY, MeshView
@@ -65,11 +65,7 @@ class MeshObserver:
         self._tasks.append(asyncio.create_task(self._scrape_loop()))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         await self.scraper.close()
 

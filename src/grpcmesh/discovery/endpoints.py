@@ -15,6 +15,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import InvalidInstanceError, RegistryClosedError
 from grpcmesh.model import HealthStatus, ServiceInstance, check_service_name
 from grpcmesh.registry.base import Registry
@@ -167,10 +168,7 @@ class EndpointWatcher:
         event.set()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel_and_wait((self._task,))
 
     async def _run(self) -> None:
         while True:

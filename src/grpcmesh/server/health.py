@@ -10,10 +10,11 @@ for real calls.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Any
 
 from grpc_health.v1._async import HealthServicer
+
+from grpcmesh._tasks import cancel_and_wait
 
 
 class DrainingHealthServicer(HealthServicer):  # type: ignore[misc]
@@ -29,10 +30,7 @@ class DrainingHealthServicer(HealthServicer):  # type: ignore[misc]
         try:
             await asyncio.wait({watching, ending}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (watching, ending):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait((watching, ending))
 
     def end_watches(self) -> None:
         """End every ``Watch`` stream (now and later) with status OK."""

@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import MeshError
 from grpcmesh.model import HealthStatus, ServiceInstance, check_service_name
 from grpcmesh.registry import Registry
@@ -99,11 +100,7 @@ class DependencyReadiness:
         return self._ready
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
 
     def _compute(self) -> bool:
