@@ -4,11 +4,15 @@ from grpcmesh.__about__ import __version__
 from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.errors import (
+    ChannelClosedError,
+    ClosedError,
     ConfigError,
     InvalidInstanceError,
     InvalidRecordError,
     MeshError,
+    MeshRpcError,
     NoEndpointsError,
+    NoEndpointsRpcError,
     RegistryClosedError,
     RegistryError,
     RegistryUnavailableError,
@@ -21,7 +25,9 @@ from grpcmesh.registry import Registry, open_registry
 from grpcmesh.server import Dependency, HealthReport, MeshServer, check_service_health
 
 __all__ = [
+    "ChannelClosedError",
     "ClientManager",
+    "ClosedError",
     "ConfigError",
     "Dependency",
     "HealthReport",
@@ -32,8 +38,10 @@ __all__ = [
     "MeshChannel",
     "MeshConfig",
     "MeshError",
+    "MeshRpcError",
     "MeshServer",
     "NoEndpointsError",
+    "NoEndpointsRpcError",
     "Registry",
     "RegistryClosedError",
     "RegistryError",

@@ -1,11 +1,29 @@
 """The library's error hierarchy: everything grpcmesh raises on purpose is a ``MeshError``.
 
 One root lets callers write ``except grpcmesh.MeshError`` around any mesh operation, while
-the subclasses also inherit the matching builtin (``ValueError``, ``LookupError``) so
-generic handlers keep working.
+the subclasses also inherit the matching builtin (``ValueError``, ``LookupError``,
+``RuntimeError``) or grpc type so generic handlers keep working::
+
+    MeshError
+    ├── InvalidInstanceError (ValueError)     a ServiceInstance field is invalid
+    ├── InvalidRecordError (ValueError)       a stored registry record cannot be decoded
+    ├── ConfigError (ValueError)              a configuration file or value is invalid
+    ├── ClosedError (RuntimeError)            an object was used after close()
+    │   ├── RegistryClosedError (RegistryError)
+    │   └── ChannelClosedError (grpc.aio.UsageError)
+    ├── RegistryError
+    │   ├── RegistryUnavailableError          the backend could not be reached
+    │   ├── RegistryClosedError
+    │   └── UnknownSchemeError (ValueError)   open_registry got an unknown URL scheme
+    ├── ServerError                           a mesh server could not start, bind or register
+    ├── NoEndpointsError (LookupError)        no healthy endpoint matched a name and filter
+    └── MeshRpcError (grpc.aio.AioRpcError)   an RPC failure made by the mesh channel itself
+        └── NoEndpointsRpcError (NoEndpointsError)
 """
 
 from __future__ import annotations
+
+import grpc
 
 
 class MeshError(Exception):
@@ -33,8 +51,16 @@ class RegistryUnavailableError(RegistryError):
     """The registry backend could not be reached."""
 
 
-class RegistryClosedError(RegistryError):
+class ClosedError(MeshError, RuntimeError):
+    """An object (registry, channel, server, mesh) was used after ``close()``."""
+
+
+class RegistryClosedError(RegistryError, ClosedError):
     """The registry was used after ``close()``."""
+
+
+class ChannelClosedError(ClosedError, grpc.aio.UsageError):
+    """A mesh channel was used after ``close()`` (also a ``grpc.aio.UsageError``, as grpc raises)."""
 
 
 class UnknownSchemeError(RegistryError, ValueError):
@@ -60,3 +86,21 @@ class ServerError(MeshError):
 
 class NoEndpointsError(MeshError, LookupError):
     """No healthy endpoint matched a service name and filter."""
+
+
+class MeshRpcError(MeshError, grpc.aio.AioRpcError):
+    """An RPC failure produced by the mesh channel itself rather than by a server.
+
+    Stub callers catch it as ``grpc.aio.AioRpcError``/``grpc.RpcError`` like any other call
+    failure; mesh-aware code catches it as ``MeshError``.
+    """
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        grpc.aio.AioRpcError.__init__(
+            self, code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, f"grpcmesh: {details}"
+        )
+
+
+class NoEndpointsRpcError(MeshRpcError, NoEndpointsError):
+    """No endpoint matched the service and filter: UNAVAILABLE (or DEADLINE_EXCEEDED when the
+    call's deadline ran out first) to stub callers, ``NoEndpointsError`` to mesh-aware code."""

@@ -36,7 +36,7 @@ from grpcmesh.client.errors import NoEndpointsRpcError, is_not_sent, is_transpor
 from grpcmesh.client.subchannel import EndpointStats, OutlierPolicy, SubChannel
 from grpcmesh.discovery.balancers import Balancer, make_balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
-from grpcmesh.errors import ConfigError
+from grpcmesh.errors import ChannelClosedError, ConfigError
 from grpcmesh.registry.base import Registry
 
 log = logging.getLogger("grpcmesh.client")
@@ -185,7 +185,7 @@ class MeshChannel(grpc.aio.Channel):
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
     ) -> SubChannel | None:
         if self._closed:
-            raise grpc.aio.UsageError("MeshChannel is closed")
+            raise ChannelClosedError("MeshChannel is closed")
         self.watcher.start()
         sub = self._pick(request_key, exclude)
         if sub is not None or exclude:
@@ -207,7 +207,7 @@ class MeshChannel(grpc.aio.Channel):
         ``None`` means the caller must ``await acquire(...)`` (no endpoint yet, so it waits).
         """
         if self._closed:
-            raise grpc.aio.UsageError("MeshChannel is closed")
+            raise ChannelClosedError("MeshChannel is closed")
         self.watcher.start()
         return self._pick(request_key, set())
 
@@ -365,7 +365,7 @@ class MeshChannel(grpc.aio.Channel):
         self.watcher.start()
         while True:
             if self._closed:
-                raise grpc.aio.UsageError("MeshChannel is closed")
+                raise ChannelClosedError("MeshChannel is closed")
             changed = asyncio.ensure_future(self.watcher.wait_changed(self.watcher.version))
             readies = [asyncio.ensure_future(s.channel.channel_ready()) for s in self._subs.values()]
             try:

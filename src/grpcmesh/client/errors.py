@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import grpc
 
-from grpcmesh.errors import NoEndpointsError
+from grpcmesh.errors import MeshRpcError, NoEndpointsRpcError
+
+__all__ = ["MeshRpcError", "NoEndpointsRpcError", "is_not_sent", "is_transport_failure"]
 
 _NOT_SENT_MARKERS = (
     "failed to connect to all addresses",
@@ -22,18 +24,6 @@ _NOT_SENT_MARKERS = (
 """Phrases gRPC core uses when a call failed because no connection could be made, i.e. the
 request never left this process. "Socket closed" / "Connection reset" are *not* here: they
 mean a connection broke while the call may already have been running on the server."""
-
-
-class MeshRpcError(grpc.aio.AioRpcError):
-    """An RPC failure produced by the mesh channel itself rather than by a server."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, f"grpcmesh: {details}")
-
-
-class NoEndpointsRpcError(MeshRpcError, NoEndpointsError):
-    """No endpoint matched the service and filter: UNAVAILABLE (or DEADLINE_EXCEEDED when the
-    call's deadline ran out first) to stub callers, ``NoEndpointsError`` to mesh-aware code."""
 
 
 def is_not_sent(error: grpc.aio.AioRpcError) -> bool:
