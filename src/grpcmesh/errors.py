@@ -8,6 +8,7 @@ the subclasses also inherit the matching builtin (``ValueError``, ``LookupError`
     ├── InvalidInstanceError (ValueError)     a ServiceInstance field is invalid
     ├── InvalidRecordError (ValueError)       a stored registry record cannot be decoded
     ├── ConfigError (ValueError)              a configuration file or value is invalid
+    ├── MissingExtraError (ImportError)       an optional part is used without its extra
     ├── ClosedError (RuntimeError)            an object was used after close()
     │   ├── RegistryClosedError (RegistryError)
     │   └── ChannelClosedError (grpc.aio.UsageError)
@@ -78,6 +79,18 @@ class ConfigError(MeshError, ValueError):
         self.file = file
         self.problems = problems
         super().__init__(message)
+
+
+class MissingExtraError(MeshError, ImportError):
+    """An optional part of grpcmesh was used without the extra that installs its packages."""
+
+    def __init__(self, extra: str, feature: str, missing: str) -> None:
+        self.extra = extra
+        self.feature = feature
+        self.missing = missing
+        super().__init__(
+            f"{feature} needs the '{extra}' extra ({missing} is not installed): pip install 'grpcmesh[{extra}]'"
+        )
 
 
 class ServerError(MeshError):
