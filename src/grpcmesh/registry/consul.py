@@ -28,24 +28,25 @@ Consul ``ID`` is ``<name>:<id>`` (names cannot contain ``:``, so it splits unamb
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import random
-import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import SplitResult, quote
 
 import aiohttp
 
+from grpcmesh._tasks import cancel_and_wait
+from grpcmesh.config.durations import parse_duration as config_duration
 from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryError, RegistryUnavailableError
-from grpcmesh.model import HealthStatus, ServiceInstance
-from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, SnapshotFeed, check_ttl, sort_snapshot
+from grpcmesh.model import HealthStatus, ServiceInstance, is_service_name
+from grpcmesh.registry._hub import Topic, WatchHub
+from grpcmesh.registry._warn import WarnOnce
+from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
 from grpcmesh.registry.consul_meta import SEED_KEYS, decode_meta, encode_meta, has_grpcmesh_record
 
 log = logging.getLogger("grpcmesh.registry.consul")
@@ -54,8 +55,6 @@ CheckMode = Literal["grpc", "ttl"]
 DEFAULT_ADDRESS = "127.0.0.1:8500"
 CONSUL_SERVICE = "consul"  # the servers' own catalog entry, never a mesh service
 _REQUEST_TIMEOUT = 10.0
-_BACKOFF_FIRST = 0.1
-_BACKOFF_MAX = 5.0
 _HEARTBEAT_CONCURRENCY = 16
 
 
@@ -101,11 +100,9 @@ class ConsulRegistry(BaseRegistry):
         self._ssl = _ssl_context(self.options)
         self._session: aiohttp.ClientSession | None = None
         self._owned: dict[tuple[str, str], tuple[ServiceInstance, float]] = {}
-        self._feeds: dict[str, SnapshotFeed] = {}
-        self._watchers: dict[str, int] = {}
-        self._watch_tasks: dict[str, asyncio.Task[None]] = {}
+        self._hub: WatchHub[int] = WatchHub("consul", self._load, self._follow, guard=self._check_watch)
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._warned: set[tuple[str, str]] = set()
+        self._warned = WarnOnce()
 
     # -- HTTP plumbing ----------------------------------------------------------------
 
@@ -270,10 +267,9 @@ class ConsulRegistry(BaseRegistry):
             try:
                 instance = _entry_instance(name, entry)
             except InvalidRecordError as exc:
-                marker = (service_id, str(exc))
-                if marker not in self._warned:
-                    self._warned.add(marker)
-                    log.warning("skipping bad consul service %s (%s): %s", service_id, name, exc)
+                self._warned.warning(
+                    log, (service_id, str(exc)), "skipping bad consul service %s (%s): %s", service_id, name, exc
+                )
                 continue
             instances.append(instance)
         return sort_snapshot(instances)
@@ -290,63 +286,38 @@ class ConsulRegistry(BaseRegistry):
             raise RegistryError(
                 f"consul answered /v1/catalog/services with {type(reply.data).__name__}, expected an object"
             )
-        return sorted(name for name in reply.data if name != CONSUL_SERVICE and _is_service_name(name))
+        return sorted(name for name in reply.data if name != CONSUL_SERVICE and is_service_name(name))
 
-    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
-        """One blocking-query loop per watched name, shared by its watchers, stopped with the last."""
-        self._check_name(name)
-        self._ensure_open()
-        if name not in self._feeds:
-            instances, index = await self._health(name)  # the first snapshot, or a clear error
-            if name not in self._feeds:
-                feed = SnapshotFeed()
-                await feed.publish(instances)
-                self._feeds[name] = feed
-                self._watch_tasks[name] = asyncio.get_running_loop().create_task(self._watch_loop(name, feed, index))
-        feed = self._feeds[name]
-        self._watchers[name] = self._watchers.get(name, 0) + 1
-        try:
-            async for snapshot in feed.subscribe():
-                yield snapshot
-        finally:
-            self._watchers[name] -= 1
-            if self._watchers[name] == 0 and self._feeds.get(name) is feed:
-                del self._watchers[name], self._feeds[name]
-                self._watch_tasks.pop(name).cancel()
+    async def _load(self, name: str) -> tuple[Snapshot, int]:
+        """One non-blocking read: the first snapshot and the index a blocking loop continues from."""
+        return await self._health(name)
 
-    async def _watch_loop(self, name: str, feed: SnapshotFeed, index: int) -> None:
+    async def _follow(self, topic: Topic[int]) -> None:
+        """The blocking-query loop of one watched name (the hub backs off and reloads when it fails)."""
         bucket = TokenBucket(rate=self.options.watch_rate, burst=3)
-        index = next_index(0, index)
-        failures = 0
-        while not self._closed:
+        index = next_index(0, topic.state)
+        while True:
             await bucket.take()
-            try:
-                instances, returned = await self._health(name, index=index)
-            except RegistryError as exc:
-                failures += 1
-                delay = backoff(failures)
-                if failures == 1:
-                    log.warning("consul watch of %s failing, keeping the last snapshot: %s", name, exc)
-                await asyncio.sleep(delay)
-                continue
-            if failures:
-                log.info("consul watch of %s recovered after %d failed queries", name, failures)
-                failures = 0
-            await feed.publish(instances)
+            instances, returned = await self._health(topic.name, index=index)
+            topic.healthy()
+            await topic.publish(instances)
             if returned < index:
                 log.info(
-                    "consul index for %s went backwards (%d -> %d); restarting the blocking loop", name, index, returned
+                    "consul index for %s went backwards (%d -> %d); restarting the blocking loop",
+                    topic.name,
+                    index,
+                    returned,
                 )
             index = next_index(index, returned)
+            topic.state = index
 
     # -- shutdown ---------------------------------------------------------------------
 
     async def close(self) -> None:
         if self._closed:
             return
-        tasks = [t for t in (self._heartbeat_task, *self._watch_tasks.values()) if t is not None]
-        for task in tasks:
-            task.cancel()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()  # at once: no TTL pass races the deregistrations below
         owned = [consul_service_id(inst) for inst, _ in self._owned.values()]
         self._owned.clear()
         results = await asyncio.gather(*(self._deregister_id(sid) for sid in owned), return_exceptions=True)
@@ -358,11 +329,8 @@ class ConsulRegistry(BaseRegistry):
                 failed[0],
             )
         self._closed = True
-        for feed in self._feeds.values():
-            await feed.close()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._hub.close()
+        await cancel_and_wait((self._heartbeat_task,))
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -386,12 +354,6 @@ def next_index(previous: int, returned: int) -> int:
     if returned < previous:
         return 0  # went backwards (snapshot restore, ...): restart the loop with a fresh read
     return max(returned, 1)  # an index below 1 would not block: guard against a busy loop
-
-
-def backoff(failures: int) -> float:
-    """Exponential backoff, jittered in its upper half: 0.1 s doubling up to 5 s."""
-    ceiling: float = min(_BACKOFF_MAX, _BACKOFF_FIRST * 2.0 ** min(failures - 1, 16))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
 
 
 class TokenBucket:
@@ -470,14 +432,6 @@ def _foreign_instance(entry: dict[str, Any], service: dict[str, Any], meta: dict
         raise InvalidRecordError(f"not a usable service instance: {exc}") from None
 
 
-def _is_service_name(name: str) -> bool:
-    try:
-        BaseRegistry._check_name(name)
-    except ValueError:
-        return False
-    return True
-
-
 def _index(headers: Mapping[str, str]) -> int:
     try:
         return int(headers.get("X-Consul-Index", "0"))
@@ -518,9 +472,6 @@ def _ssl_context(options: ConsulOptions) -> ssl.SSLContext | None:
 
 # -- durations and the URL ---------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-
 
 def go_duration(seconds: float) -> str:
     """Seconds as a Go duration string, the form Consul parses: ``10s``, ``500ms``."""
@@ -529,16 +480,13 @@ def go_duration(seconds: float) -> str:
 
 
 def parse_duration(key: str, value: Any) -> float:
-    """``"10s"``, ``"500ms"``, ``"1m"`` or a number of seconds; errors name the option."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        match = _DURATION_RE.match(str(value).strip())
-        if match is None:
-            raise ConfigError(f"registry: {key}={value!r} is not a duration; write e.g. 10s, 500ms or 1m")
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    """A duration option as the configuration writes it (``10s``, ``500ms``, ``1m30s`` or seconds); errors name it."""
+    try:
+        seconds = config_duration(value)
+    except ValueError as exc:
+        raise ConfigError(f"registry: consul option {key}: {exc}") from None
     if not seconds > 0:
-        raise ConfigError(f"registry: {key} must be longer than zero")
+        raise ConfigError(f"registry: consul option {key} must be longer than zero")
     return seconds
 
 
