@@ -30,7 +30,8 @@ def test_equal_jitter_stays_in_the_upper_half_of_the_ceiling() -> None:
 def test_backoff_grows_and_resets() -> None:
     backoff = Backoff(0.1, 1.0)
     first = [backoff.next_delay() for _ in range(6)]
-    assert first[0] <= 0.1 and first[-1] >= 0.5
+    assert first[0] <= 0.1
+    assert first[-1] >= 0.5
     assert backoff.attempts == 6
     backoff.reset()
     assert backoff.next_delay() <= 0.1
@@ -79,7 +80,8 @@ async def test_hub_keeps_following_after_any_exception(caplog: pytest.LogCapture
     assert "TypeError: a bug in the producer" in caplog.text
     assert "works again" in caplog.text
     await stream.aclose()  # type: ignore[attr-defined]
-    assert hub.names() == [] and hub.producers() == 0
+    assert hub.names() == []
+    assert hub.producers() == 0
     await hub.close()
     with pytest.raises(RegistryClosedError):
         await anext(aiter(hub.watch("svc")))
