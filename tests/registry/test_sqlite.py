@@ -73,7 +73,7 @@ async def test_a_change_between_a_new_watch_and_a_running_poll_is_not_missed(
 ) -> None:
     """Regression: a poll that started before a watch was added recorded the global revision and
     the new watch then never saw a change made between its first read and that poll."""
-    from grpcmesh.registry import sqlite as backend
+    from grpcmesh.registry import sqlite_store as backend
 
     url = f"sqlite://{tmp_path}/r.db"
     async with open_registry(url) as writer, open_registry(url) as watcher:
@@ -84,24 +84,24 @@ async def test_a_change_between_a_new_watch_and_a_running_poll_is_not_missed(
         await next_matching(first_watch, lambda s: True)
         await watcher._poll_once()  # records the global revision
 
-        real_live_rows = backend._live_rows
+        real_live_rows = backend.live_rows
 
-        def live_rows_then_change(conn: object, name: str) -> list[tuple[str, str, str]]:
+        def live_rows_then_change(conn: object, name: str) -> list[backend.Row]:
             rows = real_live_rows(conn, name)  # type: ignore[arg-type]
             if name == "y":  # right after the new watch's first read, another process changes y
-                monkeypatch.setattr(backend, "_live_rows", real_live_rows)
+                monkeypatch.setattr(backend, "live_rows", real_live_rows)
                 other = SqliteRegistry(tmp_path / "r.db")
-                other._call(lambda c: backend._transaction(c).__enter__())
+                other._call(lambda c: backend.transaction(c).__enter__())
                 record = inst("y", "second").to_json().decode()
                 other._call(
                     lambda c: c.execute("INSERT INTO instances VALUES ('y', 'second', ?, 'other', 9e18)", (record,))
                 )
-                other._call(lambda c: backend._bump(c, ["y"]))
+                other._call(lambda c: backend.bump(c, ["y"]))
                 other._call(lambda c: c.execute("COMMIT"))
                 other._call(lambda c: c.close())
             return rows
 
-        monkeypatch.setattr(backend, "_live_rows", live_rows_then_change)
+        monkeypatch.setattr(backend, "live_rows", live_rows_then_change)
         new_watch = aiter(watcher.watch("y"))
         watch_first = asyncio.create_task(anext(new_watch))
         await asyncio.sleep(0)  # the watch submits its read first...

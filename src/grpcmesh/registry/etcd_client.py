@@ -146,6 +146,22 @@ class Session:
     async def delete(self, key: bytes, timeout: float) -> None:
         await self.kv.DeleteRange(rpc.DeleteRangeRequest(key=key), timeout=timeout, metadata=self.metadata)
 
+    async def delete_if_lease(self, key: bytes, lease_id: int, timeout: float) -> bool:
+        """Delete ``key`` only while it is attached to ``lease_id`` (one transaction); True if deleted."""
+        same_lease = rpc.Compare(
+            result=rpc.Compare.CompareResult.EQUAL, target=rpc.Compare.CompareTarget.LEASE, key=key, lease=lease_id
+        )
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        reply = await self.kv.Txn(
+            rpc.TxnRequest(compare=[same_lease], success=[delete]), timeout=timeout, metadata=self.metadata
+        )
+        return bool(reply.succeeded)
+
+    async def get(self, key: bytes, timeout: float) -> Any:
+        """The key-value of ``key`` (``None`` when absent)."""
+        reply = await self.kv.Range(rpc.RangeRequest(key=key), timeout=timeout, metadata=self.metadata)
+        return reply.kvs[0] if reply.kvs else None
+
     async def grant(self, ttl: int, timeout: float) -> tuple[int, int]:
         """A new lease: ``(id, granted TTL)`` (etcd may raise a short TTL to its minimum)."""
         reply = await self.lease.LeaseGrant(rpc.LeaseGrantRequest(TTL=ttl), timeout=timeout, metadata=self.metadata)
