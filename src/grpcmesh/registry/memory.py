@@ -61,7 +61,7 @@ class _MemoryStore:
         if trusted is not None and trusted is stored:
             return trusted  # exactly what a registry put there: validated when it was built
         try:
-            raw = stored.model_dump(mode="json") if isinstance(stored, ServiceInstance) else stored
+            raw = stored.model_dump(mode="json", warnings=False) if isinstance(stored, ServiceInstance) else stored
             instance = decode_instance(raw)  # type: ignore[arg-type]  # decode_instance checks
             if instance.key != (name, iid):
                 raise InvalidRecordError(f"record is for {instance.name}/{instance.id}")
