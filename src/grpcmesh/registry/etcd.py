@@ -232,38 +232,49 @@ class EtcdRegistry(BaseRegistry):
                 failing = True
 
     async def _look_after(self, lease: _Lease) -> None:
-        """Put back owned keys someone deleted; report keys another live owner took over."""
+        """Put back owned keys someone deleted; report keys another live owner took over.
+
+        One range read per owned service (not per instance) on every keep-alive.
+        """
         lease_id = lease.id
         if lease_id is None:
             return
+        by_name: dict[str, list[ServiceInstance]] = {}
+        for inst, ttl in list(self._owned.values()):
+            if ttl == lease.ttl:
+                by_name.setdefault(inst.name, []).append(inst)
         limit = asyncio.Semaphore(_REPUT_CONCURRENCY)
 
-        async def check(instance: ServiceInstance) -> None:
-            key, what = self._key(instance), f"checking {instance.name}/{instance.id}"
+        async def check(name: str, instances: list[ServiceInstance]) -> None:
+            prefix = self._service_prefix(name)
             async with limit:
-                kv = await self._client.call(what, lambda s, t: s.get(key, t))
-                if kv is not None and int(kv.lease) == lease_id:
-                    self._contested.discard(instance.key)
-                elif kv is not None and int(kv.lease) != 0:
-                    if instance.key not in self._contested:
-                        self._contested.add(instance.key)
-                        log.warning(
-                            "etcd: instance id %s of %s has two live owners (key %s is now under another lease); "
-                            "leaving it to the other one. Give each process its own instance id",
-                            instance.id,
-                            instance.name,
-                            key.decode("utf-8", "replace"),
-                        )
-                elif instance.key in self._owned:
-                    value = encode_instance(instance)
-                    await self._client.call(what, lambda s, t: s.put(key, value, lease_id, t))
-                    log.warning(
-                        "etcd key %s of a live owner was deleted (or replaced) by someone else; put it back",
-                        key.decode("utf-8", "replace"),
-                    )
+                reply = await self._client.call(f"checking {name}", lambda s, t: s.range_prefix(prefix, t))
+                leases = {bytes(kv.key): int(kv.lease) for kv in reply.kvs}
+                for instance in instances:
+                    key = self._key(instance)
+                    found = leases.get(key)
+                    if found == lease_id:
+                        self._contested.discard(instance.key)
+                    elif found:  # under another lease: a second live owner
+                        self._report_contested(instance, key)
+                    elif instance.key in self._owned:  # deleted (or left without a lease) by someone else
+                        value = encode_instance(instance)
+                        what = f"restoring {instance.name}/{instance.id}"
+                        await self._client.call(what, lambda s, t: s.put(key, value, lease_id, t))  # noqa: B023
+                        log.warning("etcd key %s of a live owner was deleted by someone else; put back", key.decode())
 
-        owned = [inst for inst, ttl in list(self._owned.values()) if ttl == lease.ttl]
-        await asyncio.gather(*(check(inst) for inst in owned))
+        await asyncio.gather(*(check(name, instances) for name, instances in by_name.items()))
+
+    def _report_contested(self, instance: ServiceInstance, key: bytes) -> None:
+        if instance.key not in self._contested:
+            self._contested.add(instance.key)
+            log.warning(
+                "etcd: instance id %s of %s has two live owners (key %s is now under another lease); "
+                "leaving it to the other one. Give each process its own instance id",
+                instance.id,
+                instance.name,
+                key.decode("utf-8", "replace"),
+            )
 
     async def deregister(self, instance: ServiceInstance) -> None:
         """Delete the instance's key if this registry still owns it (never a successor's key)."""
