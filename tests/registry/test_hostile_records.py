@@ -21,7 +21,7 @@ from tests.registry.conftest import Backend
 
 GOOD = {"name": "user-service", "address": "127.0.0.1", "port": 50051}
 
-WRONG_TYPES = {
+WRONG_TYPES: dict[str, list[object]] = {
     "name": [None, 7, ["user-service"], {"a": 1}],
     "id": [None, 7, ["x"], {"a": "b"}, True],
     "address": [None, 7, ["127.0.0.1"], {"ip": "127.0.0.1"}],

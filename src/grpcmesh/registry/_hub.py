@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 from grpcmesh._backoff import Backoff
@@ -135,7 +135,7 @@ class WatchHub(Generic[S]):
         if topic is not None and topic._settled.is_set() and not topic._failed:
             await topic.feed.publish(snapshot)
 
-    async def watch(self, name: str) -> AsyncIterator[Snapshot]:
+    async def watch(self, name: str) -> AsyncGenerator[Snapshot, None]:
         """Full snapshots of ``name``: the current state first, then one per change."""
         if self._guard is not None:
             self._guard(name)
