@@ -77,6 +77,7 @@ class SqliteRegistry(BaseRegistry):
         self._reopened = False  # set on the worker thread, handled on the event loop
         self._owned: dict[Key, tuple[ServiceInstance, float]] = {}
         self._contested: set[Key] = set()
+        self._heartbeat_failing = False
         self._hub: WatchHub[int] = WatchHub("sqlite", self._load, guard=self._check_watch, on_idle=self._stop_polling)
         self._global_revision = -1
         self._feeds_added = 0
@@ -165,12 +166,20 @@ class SqliteRegistry(BaseRegistry):
     async def _heartbeat_logged(self) -> None:
         try:
             await self._heartbeat()
-        except Exception as exc:  # registrations must not lapse silently: log, beat again next time
-            first = self._warned.first(("heartbeat", type(exc).__name__))
-            if first:
-                log.warning("sqlite registry %s heartbeat failed, retrying: %r", self.path, exc)
+        except Exception as exc:  # registrations must not lapse silently: log once per streak, beat again
+            if not self._heartbeat_failing:
+                log.warning(
+                    "sqlite registry %s heartbeat of %d instance(s) failed, retrying: %r",
+                    self.path,
+                    len(self._owned),
+                    exc,
+                    exc_info=not isinstance(exc, RegistryUnavailableError),
+                )
+            self._heartbeat_failing = True
         else:
-            self._warned.forget(("heartbeat", "RegistryUnavailableError"))
+            if self._heartbeat_failing:
+                log.info("sqlite registry %s heartbeat works again", self.path)
+            self._heartbeat_failing = False
 
     async def _heartbeat(self) -> None:
         async with self._lock:
