@@ -43,7 +43,11 @@ class Registry(Protocol):
         """Add or replace (same name and id) ``instance``; it lives while this registry heartbeats it."""
 
     async def deregister(self, instance: ServiceInstance) -> None:
-        """Remove ``instance`` (by name and id); removing an absent instance is not an error."""
+        """Remove ``instance`` (by name and id) if this registry still owns it (registered it last).
+
+        Removing an absent instance, or one another live registry has registered since, is not
+        an error: it is left alone, so an old process never removes its successor's record.
+        """
 
     async def get_service(self, name: str) -> list[ServiceInstance]:
         """The live instances of ``name``, sorted by id."""
