@@ -29,7 +29,6 @@ from urllib.parse import SplitResult
 
 import grpc
 import grpc.aio
-from aetcd import rpc
 
 from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import InvalidRecordError, RegistryError, RegistryUnavailableError
@@ -37,7 +36,16 @@ from grpcmesh.model import ServiceInstance, decode_instance, encode_instance, is
 from grpcmesh.registry._hub import Topic, WatchHub
 from grpcmesh.registry._warn import WarnOnce
 from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
-from grpcmesh.registry.etcd_client import EOF, Endpoint, EtcdClient, LeaseNotFoundError, Session, TlsFiles
+from grpcmesh.registry.etcd_client import (
+    EOF,
+    Endpoint,
+    EtcdClient,
+    LeaseNotFoundError,
+    Session,
+    TlsFiles,
+    prefix_range_end,
+    rpc,
+)
 from grpcmesh.registry.etcd_url import DEFAULT_PREFIX, DEFAULT_TIMEOUT, check_prefix, parse_url
 
 log = logging.getLogger("grpcmesh.registry.etcd")
@@ -448,8 +456,6 @@ class EtcdRegistry(BaseRegistry):
 
 
 def _prefix_end(prefix: bytes) -> bytes:
-    from aetcd.utils import prefix_range_end
-
     return bytes(prefix_range_end(prefix))
 
 

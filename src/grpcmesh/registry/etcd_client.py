@@ -26,10 +26,12 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from aetcd import rpc
-from aetcd.utils import prefix_range_end
 
+from grpcmesh._extras import require
 from grpcmesh.errors import ConfigError, RegistryError, RegistryUnavailableError
+
+rpc: Any = require("aetcd.rpc", "etcd", "the etcd registry")
+prefix_range_end: Any = require("aetcd.utils", "etcd", "the etcd registry").prefix_range_end
 
 log = logging.getLogger("grpcmesh.registry.etcd")
 
