@@ -28,6 +28,7 @@ import grpc
 import grpc.aio
 
 from grpcmesh._extras import require
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import ConfigError, RegistryError, RegistryUnavailableError
 
 rpc: Any = require("aetcd.rpc", "etcd", "the etcd registry")
@@ -291,10 +292,10 @@ class EtcdClient:
         if self._session is not None:
             self._session.retired.set()
             self._session = None
-        for closer in list(self._closers):
-            closer.cancel()
-        for channel in list(self._channels):
-            await self._close_channel(channel, grace=None)
+        channels = list(self._channels)  # including those a graceful closer is still closing
+        await cancel_and_wait(list(self._closers))
+        for channel in channels:
+            await self._close_channel(channel, grace=None)  # at once; closing twice is harmless
 
     async def _close_channel(self, channel: grpc.aio.Channel, grace: float | None) -> None:
         try:
