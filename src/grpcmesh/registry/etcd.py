@@ -133,6 +133,7 @@ class EtcdRegistry(BaseRegistry):
                 else:
                     self._owned[instance.key] = previous
             raise
+        self._contested.discard(instance.key)  # registering again takes the id back
         if lease.task is None:
             lease.task = asyncio.get_running_loop().create_task(self._keep_alive(lease))
 
