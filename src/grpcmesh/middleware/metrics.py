@@ -9,27 +9,25 @@ friends), so existing Grafana dashboards work unchanged. Every family lives in a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from grpcmesh._rpc import RpcType
 from grpcmesh.client.channel import ChannelStats
-from grpcmesh.middleware._calls import (
-    MAX_CACHED_METHODS,
-    ClientCall,
-    ClientFinish,
-    ClientInterceptor,
-    RpcType,
+from grpcmesh.middleware.behavior import MAX_CACHED_METHODS
+from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
+from grpcmesh.middleware.metrics_http import MetricsServer
+from grpcmesh.middleware.server_side import (
     ServerCall,
-    ServerInterceptor,
+    ServerConcern,
+    ServerFinish,
     ServerObservingInterceptor,
-    client_interceptors,
+    ServerPipeline,
 )
 
 SEED_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
@@ -38,7 +36,18 @@ SEED_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Prometheus' default buckets, as go-grpc-prometheus uses for ``grpc_*_handling_seconds``."""
 
+__all__ = [
+    "ChannelStatsCollector",
+    "GrpcMetrics",
+    "MetricsServer",
+    "metrics_client_interceptors",
+    "metrics_server_interceptor",
+]
+
 _STANDARD_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+_CLIENT_LABELS = (*_STANDARD_LABELS, "caller", "callee")
+"""Client series also name the calling mesh service and the one called ("" when not known), so
+the observed service graph can be drawn from them."""
 
 
 class GrpcMetrics:
@@ -57,7 +66,7 @@ class GrpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._server_cache: dict[tuple[str | None, str, RpcType], _ServerChildren] = {}
-        self._client_cache: dict[tuple[str, RpcType], _ClientChildren] = {}
+        self._client_cache: dict[tuple[str, RpcType, str, str], _ClientChildren] = {}
         self.service_requests = Counter(
             "grpc_service_requests_total",
             "Total number of gRPC requests by service, method and status (server side)",
@@ -88,18 +97,18 @@ class GrpcMetrics:
             registry=registry,
         )
         self.client_started = Counter(
-            "grpc_client_started_total", "RPCs started by the client", _STANDARD_LABELS, registry=registry
+            "grpc_client_started_total", "RPCs started by the client", _CLIENT_LABELS, registry=registry
         )
         self.client_handled = Counter(
             "grpc_client_handled_total",
             "RPCs completed by the client, regardless of success or failure",
-            [*_STANDARD_LABELS, "grpc_code"],
+            [*_CLIENT_LABELS, "grpc_code"],
             registry=registry,
         )
         self.client_handling = Histogram(
             "grpc_client_handling_seconds",
             "Time from the client starting an RPC until it got the final status",
-            _STANDARD_LABELS,
+            _CLIENT_LABELS,
             buckets=HANDLING_BUCKETS,
             registry=registry,
         )
@@ -113,22 +122,26 @@ class GrpcMetrics:
                 self._server_cache[key] = found
         return found
 
-    @contextmanager
-    def _observe_server(self, service_name: str | None, call: ServerCall) -> Iterator[None]:
+    def observe_server(self, service_name: str | None, call: ServerCall) -> ServerFinish:
         children = self._server_children(service_name, call)
         children.started.inc()
-        try:
-            yield
-        finally:
-            duration = call.duration
-            handled, requests = children.by_code(call.code or grpc.StatusCode.UNKNOWN)
+
+        def finish(done: ServerCall) -> None:
+            duration = done.duration
+            handled, requests = children.by_code(done.code or grpc.StatusCode.UNKNOWN)
             handled.inc()
             children.handling.observe(duration)
             requests.inc()
             children.latency.observe(duration)
 
+        return finish
+
+    def server_concern(self, service_name: str | None = None) -> ServerConcern:
+        """The server pipeline's metrics concern; ``service_name`` fills the ``service`` label."""
+        return ServerConcern("metrics", observe=lambda call: self.observe_server(service_name, call))
+
     def _client_children(self, call: ClientCall) -> _ClientChildren:
-        key = (call.full_method, call.rpc_type)
+        key = (call.full_method, call.rpc_type, call.caller, call.callee)
         found = self._client_cache.get(key)
         if found is None:
             found = _ClientChildren(self, call)
@@ -136,7 +149,7 @@ class GrpcMetrics:
                 self._client_cache[key] = found
         return found
 
-    def _observe_client(self, call: ClientCall) -> ClientFinish:
+    def observe_client(self, call: ClientCall) -> ClientFinish:
         children = self._client_children(call)
         children.started.inc()
 
@@ -183,7 +196,7 @@ class _ClientChildren:
 
     def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
         self._metrics = metrics
-        self._labels = (call.service, call.method, call.rpc_type.value)
+        self._labels = (call.service, call.method, call.rpc_type.value, call.caller, call.callee)
         self.started = metrics.client_started.labels(*self._labels)
         self.handling = metrics.client_handling.labels(*self._labels)
         self._by_code: dict[grpc.StatusCode, Any] = {}
@@ -195,20 +208,24 @@ class _ClientChildren:
         return found
 
 
-def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | None = None) -> ServerInterceptor:
+def metrics_server_interceptor(
+    registry: CollectorRegistry, service_name: str | None = None
+) -> ServerObservingInterceptor:
     """A server interceptor recording every call in ``registry``.
 
-    ``service_name`` (the mesh name, e.g. ``user-service``) fills the seed's ``service`` label;
-    without it the gRPC service name is used. Methods the server does not implement are not
-    recorded, so unknown method names cannot blow up label cardinality.
+    ``service_name`` (the mesh name, e.g. ``user-service``) fills the original Go design's
+    ``service`` label; without it the gRPC service name is used. Methods the server does not
+    implement are not recorded, so unknown method names cannot blow up label cardinality.
     """
-    metrics = GrpcMetrics.of(registry)
-    return ServerObservingInterceptor(lambda call: metrics._observe_server(service_name, call))
+    return ServerObservingInterceptor(ServerPipeline([GrpcMetrics.of(registry).server_concern(service_name)]))
 
 
 def metrics_client_interceptors(registry: CollectorRegistry) -> list[ClientInterceptor]:
-    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``."""
-    return client_interceptors(GrpcMetrics.of(registry)._observe_client)
+    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``.
+
+    On a plain channel the ``caller`` and ``callee`` labels are empty; a mesh channel fills them.
+    """
+    return client_interceptors(GrpcMetrics.of(registry).observe_client)
 
 
 class ChannelStatsCollector(Collector):
@@ -240,47 +257,3 @@ _CHANNEL_FAMILIES: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamil
     (CounterMetricFamily, "grpcmesh_client_retries", "Calls retried on another endpoint"),
     (CounterMetricFamily, "grpcmesh_registry_watch_errors", "Errors while watching the registry"),
 )
-
-
-class MetricsServer:
-    """An asyncio HTTP server exposing one registry at ``/metrics`` (bound to 127.0.0.1 by default)."""
-
-    def __init__(self, registry: CollectorRegistry, port: int = 0, host: str = "127.0.0.1") -> None:
-        self._registry = registry
-        self._host = host
-        self._requested_port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-        """The bound port once started (useful with ``port=0``)."""
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MetricsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()
