@@ -246,11 +246,9 @@ class AccessLog:
         _log(self._log(), fields, code, call.error)
 
     def observe_client(self, call: ClientCall) -> ClientFinish | None:
-        if self.mode == "off":
-            return None
-        if call.trace_id is None:  # tracing (when on) runs first and sets it
-            call.trace_id = trace_id_of(call.metadata) or current_trace_id()
-        return self._finish_client
+        # Nothing per call up front: the trace id is looked up only for a line that is written
+        # (tracing, when on, runs first and sets it; else the traceparent sent, if any).
+        return None if self.mode == "off" else self._finish_client
 
     def _finish_client(self, call: ClientCall) -> None:
         duration = call.duration
@@ -265,7 +263,7 @@ class AccessLog:
             "peer": call.target or "unknown",
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
-            "trace_id": call.trace_id,
+            "trace_id": call.trace_id or trace_id_of(call.metadata) or current_trace_id(),
         }
         _log(self._log(), fields, code, call.error)
 
