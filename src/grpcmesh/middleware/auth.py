@@ -21,14 +21,13 @@ import fnmatch
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 import structlog
 
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware.behavior import Context, metadata_value
+from grpcmesh.middleware.behavior import Context
 from grpcmesh.middleware.client_side import ClientCall, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.server_side import ServerCall, ServerConcern, ServerObservingInterceptor, ServerPipeline
 from grpcmesh.security.tls import peer_identities
@@ -109,6 +108,7 @@ class ServerAuth:
         self._exempt = tuple(exempt)
         self._max_clock_skew = max_clock_skew
         self._verified: dict[str, str] = {}
+        self._decisions: dict[tuple[str, str], bool] = {}
 
     def __repr__(self) -> str:  # never the key
         return f"<ServerAuth key={'set' if self._key else 'none'} policy={sorted(self._policy)}>"
@@ -123,7 +123,7 @@ class ServerAuth:
     async def guard(self, call: ServerCall) -> None:
         context = call.context
         try:
-            caller = self._check(call.full_method, call.metadata, context)
+            caller = self._check(call.full_method, call.header, context)
         except _Refusal as refusal:
             _log.warning(
                 "rpc refused",
@@ -136,14 +136,15 @@ class ServerAuth:
             return
         _current_caller.set(caller)
 
-    def _check(self, method: str, metadata: Any, context: Context) -> str | None:
+    def _check(self, method: str, header: Callable[[str], str | None], context: Context) -> str | None:
+        """The caller's identity, or ``_Refusal``; ``header(key)`` reads the call's metadata."""
         if self._key is not None:
-            given = metadata_value(metadata, SERVICE_KEY_HEADER) or metadata_value(metadata, SEED_SERVICE_KEY_HEADER)
+            given = header(SERVICE_KEY_HEADER) or header(SEED_SERVICE_KEY_HEADER)
             if given is None:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing service key")
             if not hmac.compare_digest(given.encode(), self._key.encode()):
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid service key")
-        identities = self._identities(metadata, context)
+        identities = self._identities(header, context)
         if not self._enforce_policy:
             return identities[0] if identities else None
         if not identities:
@@ -151,14 +152,24 @@ class ServerAuth:
                 grpc.StatusCode.UNAUTHENTICATED, "caller identity required (signed caller token or client certificate)"
             )
         for identity in identities:
-            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
-            if any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns):
+            if self._allowed(identity, method):
                 return identity
         raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, f"caller {identities[0]!r} may not call {method}")
 
-    def _identities(self, metadata: Any, context: Context) -> tuple[str, ...]:
-        caller = metadata_value(metadata, CALLER_HEADER)
-        token = metadata_value(metadata, CALLER_TOKEN_HEADER)
+    def _allowed(self, identity: str, method: str) -> bool:
+        """The policy's answer for (caller, method), remembered: the patterns are fixed."""
+        key = (identity, method)
+        found = self._decisions.get(key)
+        if found is None:
+            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
+            found = any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns)
+            if len(self._decisions) < _MAX_KNOWN_CALLERS:
+                self._decisions[key] = found
+        return found
+
+    def _identities(self, header: Callable[[str], str | None], context: Context) -> tuple[str, ...]:
+        caller = header(CALLER_HEADER)
+        token = header(CALLER_TOKEN_HEADER)
         if caller is not None or token is not None:
             if caller is None or token is None or self._key is None:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "caller token cannot be verified")

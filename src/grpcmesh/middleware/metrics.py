@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable, Iterable
-from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from grpcmesh._rpc import RpcType
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.middleware.behavior import MAX_CACHED_METHODS
+from grpcmesh.middleware.call_series import CounterSeries, CounterValue, HistogramSeries, SeriesCollector
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.metrics_http import MetricsServer
 from grpcmesh.middleware.server_side import (
@@ -51,7 +51,11 @@ the observed service graph can be drawn from them."""
 
 
 class GrpcMetrics:
-    """The gRPC metric families of one registry; get it with :meth:`of` so each registers once."""
+    """The gRPC metric families of one registry; get it with :meth:`of` so each registers once.
+
+    The series are plain numbers updated on the event loop (:mod:`.call_series`); the
+    registry turns them into the usual families whenever it is scraped.
+    """
 
     _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, GrpcMetrics] = weakref.WeakKeyDictionary()
 
@@ -67,50 +71,51 @@ class GrpcMetrics:
         self.registry = registry
         self._server_cache: dict[tuple[str | None, str, RpcType], _ServerChildren] = {}
         self._client_cache: dict[tuple[str, RpcType, str, str], _ClientChildren] = {}
-        self.service_requests = Counter(
+        self.service_requests = CounterSeries(
             "grpc_service_requests_total",
             "Total number of gRPC requests by service, method and status (server side)",
             ["service", "method", "status"],
-            registry=registry,
         )
-        self.service_latency = Histogram(
+        self.service_latency = HistogramSeries(
             "grpc_service_latency_seconds",
             "Service method latency in seconds (server side)",
             ["service", "method"],
-            buckets=SEED_LATENCY_BUCKETS,
-            registry=registry,
+            SEED_LATENCY_BUCKETS,
         )
-        self.server_started = Counter(
-            "grpc_server_started_total", "RPCs started on the server", _STANDARD_LABELS, registry=registry
-        )
-        self.server_handled = Counter(
+        self.server_started = CounterSeries("grpc_server_started_total", "RPCs started on the server", _STANDARD_LABELS)
+        self.server_handled = CounterSeries(
             "grpc_server_handled_total",
             "RPCs completed on the server, regardless of success or failure",
             [*_STANDARD_LABELS, "grpc_code"],
-            registry=registry,
         )
-        self.server_handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Time the server took to handle an RPC",
-            _STANDARD_LABELS,
-            buckets=HANDLING_BUCKETS,
-            registry=registry,
+        self.server_handling = HistogramSeries(
+            "grpc_server_handling_seconds", "Time the server took to handle an RPC", _STANDARD_LABELS, HANDLING_BUCKETS
         )
-        self.client_started = Counter(
-            "grpc_client_started_total", "RPCs started by the client", _CLIENT_LABELS, registry=registry
-        )
-        self.client_handled = Counter(
+        self.client_started = CounterSeries("grpc_client_started_total", "RPCs started by the client", _CLIENT_LABELS)
+        self.client_handled = CounterSeries(
             "grpc_client_handled_total",
             "RPCs completed by the client, regardless of success or failure",
             [*_CLIENT_LABELS, "grpc_code"],
-            registry=registry,
         )
-        self.client_handling = Histogram(
+        self.client_handling = HistogramSeries(
             "grpc_client_handling_seconds",
             "Time from the client starting an RPC until it got the final status",
             _CLIENT_LABELS,
-            buckets=HANDLING_BUCKETS,
-            registry=registry,
+            HANDLING_BUCKETS,
+        )
+        registry.register(
+            SeriesCollector(
+                [
+                    self.service_requests,
+                    self.service_latency,
+                    self.server_started,
+                    self.server_handled,
+                    self.server_handling,
+                    self.client_started,
+                    self.client_handled,
+                    self.client_handling,
+                ]
+            )
         )
 
     def _server_children(self, service_name: str | None, call: ServerCall) -> _ServerChildren:
@@ -161,11 +166,7 @@ class GrpcMetrics:
 
 
 class _ServerChildren:
-    """The labelled series of one (mesh service, method, RPC type), looked up once, not per call.
-
-    ``prometheus_client``'s ``.labels(...)`` takes a lock and hashes the label tuple on every
-    call; its children are stable objects, so holding on to them records exactly the same series.
-    """
+    """The series of one (mesh service, method, RPC type), looked up once per method, not per call."""
 
     __slots__ = ("_by_code", "_labels", "_metrics", "_seed", "handling", "latency", "started")
 
@@ -173,18 +174,18 @@ class _ServerChildren:
         self._metrics = metrics
         self._labels = (call.service, call.method, call.rpc_type.value)
         self._seed = (seed_service, call.full_method)
-        self.started = metrics.server_started.labels(*self._labels)
-        self.handling = metrics.server_handling.labels(*self._labels)
-        self.latency = metrics.service_latency.labels(*self._seed)
-        self._by_code: dict[grpc.StatusCode, tuple[Any, Any]] = {}
+        self.started = metrics.server_started.child(*self._labels)
+        self.handling = metrics.server_handling.child(*self._labels)
+        self.latency = metrics.service_latency.child(*self._seed)
+        self._by_code: dict[grpc.StatusCode, tuple[CounterValue, CounterValue]] = {}
 
-    def by_code(self, code: grpc.StatusCode) -> tuple[Any, Any]:
-        """(``grpc_server_handled_total``, ``grpc_service_requests_total``) children for ``code``."""
+    def by_code(self, code: grpc.StatusCode) -> tuple[CounterValue, CounterValue]:
+        """(``grpc_server_handled_total``, ``grpc_service_requests_total``) series for ``code``."""
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = (
-                self._metrics.server_handled.labels(*self._labels, code.name),
-                self._metrics.service_requests.labels(*self._seed, code.name),
+                self._metrics.server_handled.child(*self._labels, code.name),
+                self._metrics.service_requests.child(*self._seed, code.name),
             )
         return found
 
@@ -197,14 +198,14 @@ class _ClientChildren:
     def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
         self._metrics = metrics
         self._labels = (call.service, call.method, call.rpc_type.value, call.caller, call.callee)
-        self.started = metrics.client_started.labels(*self._labels)
-        self.handling = metrics.client_handling.labels(*self._labels)
-        self._by_code: dict[grpc.StatusCode, Any] = {}
+        self.started = metrics.client_started.child(*self._labels)
+        self.handling = metrics.client_handling.child(*self._labels)
+        self._by_code: dict[grpc.StatusCode, CounterValue] = {}
 
-    def handled(self, code: grpc.StatusCode) -> Any:
+    def handled(self, code: grpc.StatusCode) -> CounterValue:
         found = self._by_code.get(code)
         if found is None:
-            found = self._by_code[code] = self._metrics.client_handled.labels(*self._labels, code.name)
+            found = self._by_code[code] = self._metrics.client_handled.child(*self._labels, code.name)
         return found
 
 

@@ -58,6 +58,7 @@ class ServerCall:
     """
 
     __slots__ = (
+        "_headers",
         "_metadata",
         "code",
         "context",
@@ -87,6 +88,7 @@ class ServerCall:
         self.error: BaseException | None = None
         self.trace_id: str | None = None
         self._metadata = metadata
+        self._headers: dict[str, str] | None = None
 
     @property
     def metadata(self) -> Any:
@@ -97,6 +99,17 @@ class ServerCall:
             except Exception:  # a context wrapper that does not implement it
                 self._metadata = None
         return self._metadata
+
+    def header(self, key: str) -> str | None:
+        """The first value of metadata ``key`` as text (read once per call for every concern)."""
+        headers = self._headers
+        if headers is None:
+            headers = {}
+            for item_key, value in self.metadata or ():
+                if item_key not in headers:
+                    headers[item_key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            self._headers = headers
+        return headers.get(key)
 
     @property
     def duration(self) -> float:

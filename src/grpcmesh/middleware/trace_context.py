@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import random
+import re
 import sys
 from typing import Any
 
@@ -21,22 +22,30 @@ carried: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_u
 """The ``traceparent`` of the unsampled call being served, carried on to the calls its handler makes."""
 
 
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
 def parse_traceparent(header: str | None) -> tuple[str, str, bool] | None:
-    """(trace id, parent span id, sampled) of a valid W3C ``traceparent``; ``None`` otherwise."""
-    if header is None or len(header) < 55 or header[2] != "-" or header[35] != "-" or header[52] != "-":
+    """(trace id, parent span id, sampled) of a valid W3C ``traceparent``; ``None`` otherwise.
+
+    Version ``00`` must be exactly 55 characters; later versions may append fields (ignored).
+    """
+    if header is None:
         return None
-    version, trace_id, span_id, flags = header[:2], header[3:35], header[36:52], header[53:55]
-    if len(header) > 55 and (version == "00" or header[55] != "-"):
+    match = _TRACEPARENT.fullmatch(header)
+    if match is None:
         return None
-    try:
-        if version == "ff" or int(version, 16) < 0 or int(trace_id, 16) == 0 or int(span_id, 16) == 0:
-            return None
-        sampled = bool(int(flags, 16) & 1)
-    except ValueError:
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
         return None
-    if not (trace_id.islower() or trace_id.isdigit()) or not (span_id.islower() or span_id.isdigit()):
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
-    return trace_id, span_id, sampled
+    return trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1)
+
+
+_SAMPLED_FLAGS = frozenset({"01", "03", "05", "07", "09", "0b", "0d", "0f"})
 
 
 def unsampled_traceparent(trace_id: str | None = None, span_id: str | None = None) -> str:

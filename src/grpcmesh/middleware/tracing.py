@@ -39,7 +39,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware.behavior import iter_metadata, metadata_value
+from grpcmesh.middleware.behavior import iter_metadata
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.server_side import (
     SERVER_ERROR_CODES,
@@ -190,7 +190,7 @@ class Tracing:
         return ServerConcern("tracing", observe=self.observe_server)
 
     def observe_server(self, call: ServerCall) -> ServerFinish | None:
-        header = metadata_value(call.metadata, TRACEPARENT)
+        header = call.header(TRACEPARENT)
         parsed = parse_traceparent(header)
         decision = parsed[2] if parsed is not None else self._decide_root()
         if decision is False:  # not sampled: no span; carry the context on for the handler's calls
