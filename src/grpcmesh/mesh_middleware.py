@@ -6,6 +6,10 @@ wrapper per method, built once) and the client concerns one
 :class:`~grpcmesh.middleware.client_side.ClientObservation` per call inside ``MeshChannel``.
 Order on both sides: tracing (so everything after it sees the trace id), logging, metrics
 (unauthenticated calls are counted too), auth. Recovery is the server wrapper's own.
+
+A new concern is added here, in its place in that order: its ``ServerConcern`` to
+``server_concerns`` and its client observer to the observation's list, switched on by its
+config section. Every server and channel of the mesh then runs it, with no interceptor.
 """
 
 from __future__ import annotations
