@@ -304,3 +304,25 @@ async def test_observation_learns_the_status_of_streams_left_unread(
         await _until(lambda: len(codes) == 3)
         assert codes == [grpc.StatusCode.CANCELLED, await unread.code(), await complete.code()]
     assert codes[1:] == [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK]
+
+
+async def test_observation_of_a_refused_client_stream_matches_what_the_caller_gets(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+
+    codes: list[grpc.StatusCode | None] = []
+
+    def observe(call: ClientCall) -> Any:
+        return lambda done: codes.append(done.code)
+
+    async with MeshChannel(registry, "recording", observer=ClientObservation([observe])) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for attempt in range(5):
+            upload: Any = stub.ClientStream(timeout=5)
+            await upload.write(echo_pb2.EchoRequest(message="a", fail_code=grpc.StatusCode.NOT_FOUND.value[0]))
+            await upload.done_writing()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await upload
+            await _until(lambda attempt=attempt: len(codes) == attempt + 1)  # type: ignore[misc]
+            assert codes[-1] is failure.value.code()
