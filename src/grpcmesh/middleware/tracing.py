@@ -63,7 +63,7 @@ OTLP_GRPC_PORT = 4317
 
 
 def otlp_endpoint(endpoint: str) -> str:
-    """Map the seed's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
+    """Map the original Go design's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
 
     Jaeger has accepted OTLP on port 4317 since 1.35, so only the port changes; any other
     URL (``http://collector:4317``, ``collector:4317``) is taken as an OTLP endpoint already.
@@ -89,7 +89,7 @@ def setup_tracing(
 ) -> TracerProvider:
     """A ``TracerProvider`` for one service; not installed globally (pass it to the interceptors).
 
-    ``endpoint`` (OTLP/gRPC, or the seed's Jaeger collector URL) adds an OTLP exporter;
+    ``endpoint`` (OTLP/gRPC, or a Jaeger collector URL) adds an OTLP exporter;
     ``exporter`` adds any other (e.g. ``InMemorySpanExporter`` in tests). ``sample_rate`` starts
     new traces with that probability and follows the caller's decision otherwise
     (``ParentBased(TraceIdRatioBased)``), so a trace is never cut in half between services.
