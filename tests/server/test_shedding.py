@@ -1,0 +1,84 @@
+"""The adaptive load shedder (grpcmesh.server.shedding) on a fake clock, and its lag probe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from grpcmesh.errors import ConfigError
+from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shedder(**policy: object) -> tuple[LoadShedder, Clock]:
+    clock = Clock()
+    return LoadShedder(SheddingPolicy(enabled=True, **policy), clock), clock  # type: ignore[arg-type]
+
+
+def test_a_server_that_does_not_lag_never_sheds() -> None:
+    load, _ = shedder(minimum_in_flight=2)
+    assert all(load.admit() for _ in range(1000))
+    assert load.in_flight == 1000
+    assert load.shed == 0
+
+
+def test_a_lagging_server_sheds_above_its_shown_capacity() -> None:
+    load, clock = shedder(minimum_in_flight=2, window=1.0, max_lag=0.05, cooldown=1.0)
+    # It has shown 100 calls per 0.1 s bucket (1000/s) at 10 ms: capacity about 10 in flight.
+    for _ in range(100):
+        assert load.admit()
+        load.finished(0.01)
+    load.observe_lag(0.2)
+    admitted = sum(load.admit() for _ in range(50))
+    assert admitted == 10
+    assert load.shed == 40
+    # Calls finish, lag falls: within the cooldown the limit still holds, after it nothing is shed.
+    for _ in range(10):
+        load.finished(0.01)
+    for _ in range(30):
+        load.observe_lag(0.0)
+    assert load.lag < 0.05
+    limit = load.limit()  # 110 calls in one 0.1 s bucket at 10 ms: 11
+    assert limit == 11
+    assert sum(load.admit() for _ in range(20)) == limit  # still limited within the cooldown
+    clock.now += 1.5
+    assert all(load.admit() for _ in range(20))
+
+
+def test_disabled_shedder_admits_everything() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=False))
+    load.observe_lag(10.0)
+    assert all(load.admit() for _ in range(100))
+
+
+def test_health_and_reflection_are_never_shed() -> None:
+    assert never_shed("/grpc.health.v1.Health/Check")
+    assert never_shed("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert not never_shed("/pkg.Orders/Create")
+
+
+async def test_the_lag_probe_sees_a_blocked_loop() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, probe_interval=0.01))
+    load.start()
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # block the loop on purpose
+        await asyncio.sleep(0.02)
+        assert load.lag >= 0.2
+    finally:
+        await load.stop()
+
+
+@pytest.mark.parametrize("bad", [{"max_lag": 0}, {"minimum_in_flight": 0}, {"window": -1}])
+def test_bad_policies_are_config_errors(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        SheddingPolicy(**bad)  # type: ignore[arg-type]
