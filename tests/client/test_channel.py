@@ -86,10 +86,12 @@ async def test_no_endpoints_is_unavailable_naming_service_and_filter(registry: R
         assert channel.stats().no_endpoint_errors == 2
 
 
-async def test_first_endpoint_is_awaited(registry: Registry, start_instance: StartInstance) -> None:
+async def test_wait_for_ready_awaits_the_first_endpoint(registry: Registry, start_instance: StartInstance) -> None:
     async with MeshChannel(registry, SERVICE, endpoint_wait=20) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
-        pending = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="early"), timeout=20))
+        pending = asyncio.ensure_future(
+            stub.Unary(echo_pb2.EchoRequest(message="early"), timeout=20, wait_for_ready=True)
+        )
         await asyncio.sleep(0.2)
         assert not pending.done()
         await start_instance("late")

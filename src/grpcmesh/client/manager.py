@@ -23,7 +23,7 @@ from grpcmesh.client.channel import (
     ChannelStats,
     MeshChannel,
 )
-from grpcmesh.client.subchannel import OutlierPolicy
+from grpcmesh.client.outlier import OutlierPolicy
 from grpcmesh.discovery.balancers import POLICIES
 from grpcmesh.discovery.endpoints import EndpointFilter
 from grpcmesh.errors import ConfigError

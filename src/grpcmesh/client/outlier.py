@@ -57,7 +57,7 @@ class SuccessRatePolicy:
 class OutlierPolicy:
     """When and for how long endpoints are ejected (see the module docstring)."""
 
-    consecutive_failures: int = 5
+    consecutive_failures: int = 3
     base_ejection: float = 1.0
     max_ejection: float = 30.0
     max_ejection_percent: int = 50

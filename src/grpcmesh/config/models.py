@@ -157,7 +157,7 @@ class SuccessRateConfig(_Section):
 class OutlierConfig(_Section):
     """``outlier:`` — when endpoints are ejected from balancing (gRFC A50's outlier detection)."""
 
-    consecutive_failures: Annotated[int, pydantic.Field(ge=1)] = 5
+    consecutive_failures: Annotated[int, pydantic.Field(ge=1)] = 3
     """UNAVAILABLE / DEADLINE_EXCEEDED / connection failures in a row that eject an endpoint."""
     interval: Duration = 1.0
     """How often success rates and latencies are compared."""
