@@ -33,6 +33,7 @@ __all__ = [
     "Outgoing",
     "Propagation",
     "current",
+    "current_request_id",
     "detached",
     "spawn_detached",
 ]
@@ -93,6 +94,12 @@ _incoming: contextvars.ContextVar[IncomingCall | None] = contextvars.ContextVar(
 def current() -> IncomingCall | None:
     """The incoming call the running code serves, or None (outside a handler, or detached)."""
     return _incoming.get()
+
+
+def current_request_id() -> str | None:
+    """The request id of the incoming call the running code serves (for logs and spans)."""
+    call = _incoming.get()
+    return None if call is None else call.request_id
 
 
 @contextlib.contextmanager

@@ -18,13 +18,16 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from grpcmesh.client import ClientManager, MeshChannel
+from grpcmesh.client.settings import CallSettings
 from grpcmesh.config import MeshConfig, load_config
-from grpcmesh.config.models import SecurityConfig
+from grpcmesh.config.models import SecurityConfig, SheddingConfig
+from grpcmesh.context import Propagation
 from grpcmesh.errors import ConfigError
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
 from grpcmesh.security.tls import client_credentials
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
+from grpcmesh.server.shedding import SheddingPolicy
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -146,6 +149,8 @@ class Mesh:
             options=options,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
             metadata_hooks=[self.middleware.metrics_metadata],
+            propagation=Propagation(self.config.client.context_propagation, margin=self.config.client.deadline_margin),
+            shedding=_shedding_policy(service.load_shedding) if service is not None else None,
         )
         self._servers.append(server)
         return server
@@ -164,17 +169,22 @@ class Mesh:
         """
         return self.clients.channel(name, version=version, metadata_match=metadata_match, policy=policy)
 
+    def call_settings(self, name: str) -> CallSettings:
+        """How this mesh calls service ``name``: the ``client:`` section with its ``dependencies:`` entry's keys."""
+        return CallSettings.from_config(self.config.client_for(name))
+
     @property
     def clients(self) -> ClientManager:
         """The :class:`ClientManager` behind :meth:`channel`, created on first use."""
         if self._clients is None:
             if self._closed:
                 raise ConfigError("this Mesh is closed; create a new one")
+            options: dict[str, Any] = {"settings_for": self.call_settings, **self._client_options}
             self._clients = ClientManager(
                 self.registry,
                 interceptors=self.client_interceptors,
                 credentials=_client_credentials(self.config.security),
-                **self._client_options,
+                **options,
             )
             self.middleware.watch_clients(self._clients.stats)
         return self._clients
@@ -199,6 +209,16 @@ class Mesh:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.close()
+
+
+def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
+    return SheddingPolicy(
+        enabled=config.enabled,
+        max_lag=config.max_lag,
+        cooldown=config.cooldown,
+        minimum_in_flight=config.minimum_in_flight,
+        window=config.window,
+    )
 
 
 def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:

@@ -100,6 +100,10 @@ class CallSettings:
     retry_budget: RetryBudgetPolicy = field(default_factory=RetryBudgetPolicy)
     keepalive: Keepalive | None = field(default_factory=Keepalive)
     propagation: Propagation = field(default_factory=Propagation)
+    balancing: str | None = None
+    """The load-balancing policy (used by ``ClientManager`` when the caller names none)."""
+    hash_header: str | None = None
+    """The metadata key holding the consistent-hash key (used by ``ClientManager``)."""
     _timeouts: MethodPatterns = field(init=False, repr=False, compare=False)
     _retry: MethodPatterns = field(init=False, repr=False, compare=False)
 
@@ -149,6 +153,8 @@ class CallSettings:
             retry_budget=RetryBudgetPolicy(**client.retry_budget.model_dump()),
             keepalive=Keepalive(client.keepalive.time, client.keepalive.timeout) if client.keepalive.time > 0 else None,
             propagation=Propagation(client.context_propagation, margin=client.deadline_margin),
+            balancing=client.balancing,
+            hash_header=client.hash_header,
         )
 
 

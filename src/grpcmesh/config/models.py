@@ -248,7 +248,8 @@ class ClientOverrides(_Section):
 class ClientConfig(_Section):
     """``client:`` — defaults for every channel (each ``dependencies:`` entry may override them)."""
 
-    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] = "round_robin"
+    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] | None = None
+    """Unset means round_robin (or the ``default_policy`` a program gives its ``Mesh``)."""
     timeout: Duration | None = None
     method_timeouts: dict[MethodPattern, Duration] = pydantic.Field(default_factory=dict)
     retry_methods: list[MethodPattern] = pydantic.Field(default_factory=list)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import grpc
 import structlog
 
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
 from grpcmesh.middleware._calls import (
     ClientCall,
@@ -28,6 +29,7 @@ from grpcmesh.middleware._calls import (
     ServerInterceptor,
     ServerObservingInterceptor,
     client_interceptors,
+    metadata_value,
 )
 from grpcmesh.middleware.tracing import SERVER_ERROR_CODES, current_trace_id, trace_id_of
 
@@ -67,6 +69,7 @@ SAFE_FIELDS = frozenset(
         "code",
         "duration_ms",
         "trace_id",
+        "request_id",
         "error",
     }
 )
@@ -195,6 +198,7 @@ def logging_server_interceptor(service_name: str | None = None, logger: Any = No
                 "code": code.name,
                 "duration_ms": round(call.duration * 1000, 3),
                 "trace_id": current_trace_id() or trace_id_of(call.metadata),
+                "request_id": current_request_id(),
             }
             _log(log(), fields, code, call.error)
 
@@ -214,6 +218,7 @@ def logging_client_interceptors(
 
     def observe(call: ClientCall) -> ClientFinish:
         trace_id = trace_id_of(tuple(call.metadata)) or current_trace_id()
+        request_id = metadata_value(call.metadata, REQUEST_ID_HEADER) or current_request_id()
 
         def finish(done: ClientCall) -> None:
             code = done.code or grpc.StatusCode.UNKNOWN
@@ -226,6 +231,7 @@ def logging_client_interceptors(
                 "code": code.name,
                 "duration_ms": round(done.duration * 1000, 3),
                 "trace_id": trace_id,
+                "request_id": request_id,
             }
             _log(log(), fields, code, done.error)
 

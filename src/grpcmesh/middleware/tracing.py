@@ -25,6 +25,7 @@ from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
 from grpcmesh.middleware._calls import (
     ClientCall,
@@ -115,6 +116,19 @@ def _attributes(service: str, method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
+REQUEST_ID_ATTRIBUTE = "grpcmesh.request_id"
+"""Span attribute holding the call's ``x-request-id`` (see :mod:`grpcmesh.context`)."""
+
+
+def _client_attributes(call: ClientCall) -> dict[str, str]:
+    attributes = _attributes(call.service, call.method)
+    for key, value in call.metadata:
+        if key == REQUEST_ID_HEADER:
+            attributes[REQUEST_ID_ATTRIBUTE] = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            break
+    return attributes
+
+
 def _carrier(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
     return {key: value for key, value in iter_metadata(metadata) if isinstance(value, str)}
 
@@ -133,6 +147,9 @@ def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> ServerI
         # handler's own calls carry the caller's sampling decision on.
         parent = _PROPAGATOR.extract(_carrier(call.metadata))
         attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
+        request_id = current_request_id()
+        if request_id is not None:
+            attributes[REQUEST_ID_ATTRIBUTE] = request_id
         span = tracer.start_span(
             f"{call.service}/{call.method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
         )
@@ -159,7 +176,7 @@ def tracing_client_interceptors(tracer_provider: trace.TracerProvider) -> list[C
 
     def observe(call: ClientCall) -> ClientFinish:
         span = tracer.start_span(
-            f"{call.service}/{call.method}", kind=SpanKind.CLIENT, attributes=_attributes(call.service, call.method)
+            f"{call.service}/{call.method}", kind=SpanKind.CLIENT, attributes=_client_attributes(call)
         )
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))

@@ -28,19 +28,27 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from grpcmesh.context import Propagation
 from grpcmesh.errors import MeshError, RegistryError, ServerError
 from grpcmesh.middleware.recovery import RecoveryInterceptor
 from grpcmesh.model import HealthStatus, ServiceInstance
 from grpcmesh.registry import Registry
+from grpcmesh.server.call_context import CallContextInterceptor
 from grpcmesh.server.catalog import RecordingServer
 from grpcmesh.server.health import DrainingHealthServicer
 from grpcmesh.server.readiness import DependencyReadiness
 from grpcmesh.server.settings import ServerSettings
+from grpcmesh.server.shedding import LoadShedder, SheddingPolicy
 from grpcmesh.server.tls import load_server_credentials
 
 log = logging.getLogger("grpcmesh.server")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+KEEPALIVE_PERMIT = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+"""Server side of the mesh's HTTP/2 keepalive: accept client pings down to once a second."""
 _WIRE_STATUS = {
     HealthStatus.SERVING: health_pb2.HealthCheckResponse.SERVING,
     HealthStatus.NOT_SERVING: health_pb2.HealthCheckResponse.NOT_SERVING,
@@ -59,7 +67,9 @@ class MeshServer:
 
     Add servicers to :attr:`grpc` as with plain grpc, then ``await serve()`` (or ``start()``
     / ``stop()``, or ``async with``). Interceptors run in the order given, after the
-    recovery interceptor (first, unless ``recovery=False``).
+    recovery interceptor (first, unless ``recovery=False``). Outside all of them, every call
+    passes admission (``shedding``) and has its deadline and ``propagation`` metadata bound
+    to :mod:`grpcmesh.context` for the calls its handler makes.
     """
 
     def __init__(
@@ -73,15 +83,26 @@ class MeshServer:
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
         metadata_hooks: Sequence[Callable[[], Awaitable[Mapping[str, str]]]] = (),
+        propagation: Propagation | None = None,
+        shedding: SheddingPolicy | None = None,
     ) -> None:
         self.registry = registry
         self._metadata_hooks = tuple(metadata_hooks)
         self.settings = settings
-        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [RecoveryInterceptor()] if recovery else []
+        self.shedder = LoadShedder(shedding or SheddingPolicy())
+        """Admission control (off unless ``shedding.enabled``); ``shedder.shed`` counts refused calls."""
+        # Outermost: a shed call costs nothing more; handlers (and inner interceptors) see the context.
+        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
+            CallContextInterceptor(propagation or Propagation(), self.shedder)
+        ]
+        if recovery:
+            chain.append(RecoveryInterceptor())
         chain.extend(interceptors)
         self.interceptors: tuple[grpc.aio.ServerInterceptor[Any, Any], ...] = tuple(chain)
+        # Mesh channels ping every few seconds while calls run (keepalive); allow it.
+        server_options = (*KEEPALIVE_PERMIT, *tuple(options))
         self._recording = RecordingServer(
-            interceptors=chain, options=options, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+            interceptors=chain, options=server_options, maximum_concurrent_rpcs=maximum_concurrent_rpcs
         )
         self.grpc = cast(grpc.aio.Server, self._recording)
         """The ``grpc.aio.Server``: pass it to ``add_XServicer_to_server``."""
@@ -156,6 +177,7 @@ class MeshServer:
             reflection.enable_server_reflection([*self._services, HEALTH_SERVICE, reflection.SERVICE_NAME], self.grpc)
         self._port = await self._bind()
         await self.grpc.start()
+        self.shedder.start()
         self._readiness = DependencyReadiness(
             self.registry, settings.dependencies, self._on_readiness, service_name=settings.name
         )
@@ -212,6 +234,7 @@ class MeshServer:
                 await self.registry.deregister(self._instance)
         with contextlib.suppress(Exception):
             await self.grpc.stop(None)
+        await self.shedder.stop()
 
     async def serve(self) -> None:
         """Start (if needed) and run until stopped by ``stop()``, SIGTERM or SIGINT."""
@@ -265,6 +288,7 @@ class MeshServer:
             await asyncio.sleep(self.settings.propagation_delay)
         self.health.end_watches()  # health watchers have seen NOT_SERVING; don't let them hold the drain
         await self.grpc.stop(grace)
+        await self.shedder.stop()
         log.info("%s stopped", name)
 
     async def wait_stopped(self) -> None:
