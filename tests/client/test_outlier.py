@@ -119,3 +119,14 @@ def test_endpoint_set_changes_keep_state_of_those_that_stay() -> None:
 def test_bad_policies_are_config_errors(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         OutlierPolicy(**bad)  # type: ignore[arg-type]
+
+
+def test_an_endpoint_whose_ejection_ended_is_on_probation_until_a_success() -> None:
+    outliers, clock = detector(["a", "b", "c"], consecutive_failures=1, base_ejection=1.0)
+    assert outliers.record("a", 0.0, error(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert not outliers.on_probation("a", clock.now)  # ejected, not yet on probation
+    clock.now += 1.5
+    assert outliers.on_probation("a", clock.now)
+    assert not outliers.on_probation("b", clock.now)
+    outliers.record("a", 0.01, None)
+    assert not outliers.on_probation("a", clock.now)

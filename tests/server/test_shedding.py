@@ -5,10 +5,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from grpcmesh import Registry
 from grpcmesh.errors import ConfigError
+from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+from grpcmesh.server import MeshServer, ServerSettings
 from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
+from grpcmesh.testing import EchoServicer
 
 
 class Clock:
@@ -82,3 +88,43 @@ async def test_the_lag_probe_sees_a_blocked_loop() -> None:
 def test_bad_policies_are_config_errors(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         SheddingPolicy(**bad)  # type: ignore[arg-type]
+
+
+class BusyEcho(EchoServicer):
+    """Echo whose every call blocks the event loop for 20 ms, then awaits 50 ms (an overloadable server)."""
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        time.sleep(0.02)
+        await asyncio.sleep(0.05)
+        return await super().Unary(request, context)
+
+
+async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Registry) -> None:
+    policy = SheddingPolicy(enabled=True, max_lag=0.01, minimum_in_flight=2, probe_interval=0.01)
+    server = MeshServer(registry, ServerSettings(name="busy", propagation_delay=0), shedding=policy)
+    echo_pb2_grpc.add_EchoServicer_to_server(BusyEcho("busy"), server.grpc)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            health = health_pb2_grpc.HealthStub(channel)
+
+            async def call() -> grpc.StatusCode:
+                try:
+                    await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            flood = [asyncio.ensure_future(call()) for _ in range(80)]
+            await asyncio.sleep(0.3)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            codes = await asyncio.gather(*flood)
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING  # health is never shed
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+        assert codes.count(grpc.StatusCode.OK) > 0
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert server.shedder.shed == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert server.shedder.in_flight == 0
+    finally:
+        await server.stop()

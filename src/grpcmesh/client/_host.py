@@ -218,6 +218,10 @@ class CallHost:
                 self.outliers.evaluate(now)
             self._rebalance()
         endpoint = self.balancer.pick(request_key, exclude)
+        if endpoint is not None and self.outliers.on_probation(endpoint.id, now):
+            probe = self.subs.get(endpoint.id)
+            if probe is not None and probe.outstanding > 0:  # one probe at a time
+                endpoint = self.balancer.pick(request_key, {*exclude, endpoint.id}) or endpoint
         if endpoint is None and exclude:
             # The balancer only knows non-ejected endpoints; a retry may still use an ejected one.
             endpoint = next((s.endpoint for s in self.subs.values() if s.id not in exclude), None)

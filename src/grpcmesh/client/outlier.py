@@ -10,8 +10,8 @@ In the manner of gRPC's outlier detection (gRFC A50) and Envoy's: an endpoint is
   the median of the endpoints' means (a slow instance whose calls still succeed).
 
 An ejection lasts ``base_ejection_time`` * 2^(ejections in a row), capped at
-``max_ejection_time``; afterwards the endpoint is offered again and one more failure
-re-ejects it at once, while a success clears its record. At most ``max_ejection_percent``
+``max_ejection_time``; afterwards the endpoint is on probation — offered one call at a
+time — and one more failure re-ejects it at once, while a success clears its record. At most ``max_ejection_percent``
 of the endpoints are ejected at any time, so a whole service is never taken away by its
 own clients. Application errors (NOT_FOUND, INVALID_ARGUMENT...) and calls the client
 rejected itself say nothing about an endpoint and are not counted.
@@ -130,6 +130,12 @@ class OutlierDetector:
     def is_ejected(self, endpoint_id: str, now: float | None = None) -> bool:
         found = self._health.get(endpoint_id)
         return found is not None and found.ejected(self._clock() if now is None else now)
+
+    def on_probation(self, endpoint_id: str, now: float) -> bool:
+        """True for an endpoint whose ejection ended but which has not succeeded since: it gets
+        one call at a time, so a still-hung endpoint fails one probe, not a burst of calls."""
+        found = self._health.get(endpoint_id)
+        return found is not None and found.streak > 0 and not found.ejected(now)
 
     def ejected_ids(self, now: float | None = None) -> set[str]:
         moment = self._clock() if now is None else now
