@@ -105,6 +105,7 @@ class Mesh:
         recovery: bool = True,
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
+        shedding: SheddingPolicy | None = None,
         **settings: Any,
     ) -> MeshServer:
         """A server for ``name``; every argument left out comes from the config's ``service`` section.
@@ -112,6 +113,8 @@ class Mesh:
         ``dependencies`` (names or :class:`Dependency`) default to the config's; extra
         ``settings`` are :class:`ServerSettings` fields (``shutdown_grace``,
         ``propagation_delay``, ``handle_signals``, ``readiness_timeout``, ``instance_id``...).
+        ``shedding`` (a :class:`~grpcmesh.server.shedding.SheddingPolicy`) overrides the
+        config's ``service.load_shedding``.
         """
         service = self.config.service
         name = name or (service.name if service else None)
@@ -150,7 +153,7 @@ class Mesh:
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
             metadata_hooks=[self.middleware.metrics_metadata],
             propagation=Propagation(self.config.client.context_propagation, margin=self.config.client.deadline_margin),
-            shedding=_shedding_policy(service.load_shedding) if service is not None else None,
+            shedding=shedding or (_shedding_policy(service.load_shedding) if service is not None else None),
         )
         self._servers.append(server)
         return server
