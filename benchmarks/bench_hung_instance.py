@@ -63,7 +63,10 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         off = CallSettings(
             outlier=OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None), keepalive=None
         )
-        channels = {"no ejection": MeshChannel(registry, SERVICE, settings=off), "ejection": MeshChannel(registry, SERVICE)}
+        channels = {
+            "no ejection": MeshChannel(registry, SERVICE, settings=off),
+            "ejection": MeshChannel(registry, SERVICE),
+        }
         for channel in channels.values():
             stack.push_async_callback(channel.close)
             await asyncio.wait_for(channel.channel_ready(), 30)

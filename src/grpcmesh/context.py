@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-mesh-timeout-ms"
+"""The timeout a mesh channel gave a call, so the server can tell how long it queued (load shedding)."""
 DEFAULT_PROPAGATED_KEYS: tuple[str, ...] = (REQUEST_ID_HEADER, "baggage")
 DEFAULT_DEADLINE_MARGIN = 0.01
 """Seconds kept back from an inherited deadline, so the reply can travel back before the caller gives up."""

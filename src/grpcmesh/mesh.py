@@ -217,6 +217,8 @@ class Mesh:
 def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
     return SheddingPolicy(
         enabled=config.enabled,
+        max_queue_delay=config.max_queue_delay,
+        interval=config.interval,
         max_lag=config.max_lag,
         cooldown=config.cooldown,
         minimum_in_flight=config.minimum_in_flight,

@@ -128,3 +128,25 @@ async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Reg
         assert server.shedder.in_flight == 0
     finally:
         await server.stop()
+
+
+def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
+    load, clock = shedder(max_queue_delay=0.02, interval=0.1)
+    assert load.admit(queued=0.5)  # the first late call starts the clock, it is not refused
+    clock.now += 0.05
+    assert load.admit(queued=0.5)
+    clock.now += 0.06
+    assert not load.admit(queued=0.5)  # late for longer than the interval: refused
+    assert load.admit(queued=0.001)  # a prompt call ends the episode
+    clock.now += 0.2
+    assert load.admit(queued=0.5)
+
+
+def test_queueing_delay_is_read_from_the_mesh_timeout_header() -> None:
+    from grpcmesh.server.call_context import queueing_delay
+
+    assert queueing_delay((("x-mesh-timeout-ms", "1000"),), 0.75) == pytest.approx(0.25)
+    assert queueing_delay((("x-mesh-timeout-ms", "not a number"),), 0.75) is None
+    assert queueing_delay((("x-mesh-timeout-ms", "-5"),), 0.75) is None
+    assert queueing_delay((), 0.75) is None
+    assert queueing_delay((("x-mesh-timeout-ms", "1000"),), None) is None

@@ -164,7 +164,7 @@ class CallHost:
         :meth:`admit` turns into DEADLINE_EXCEEDED before anything is sent.
         """
         from grpcmesh.client.calls import CallOptions
-        from grpcmesh.context import merged_metadata
+        from grpcmesh.context import TIMEOUT_HEADER, merged_metadata
 
         settings = self.settings
         if timeout is None:
@@ -174,6 +174,8 @@ class CallHost:
             metadata = merged_metadata(metadata, outgoing.metadata)
         timeout = outgoing.timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if timeout is not None and timeout > 0:  # lets the server measure how long the call queued
+            metadata = merged_metadata(metadata, ((TIMEOUT_HEADER, str(round(timeout * 1000))),))
         if wait_for_ready is None:
             wait_for_ready = settings.wait_for_ready
         return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))

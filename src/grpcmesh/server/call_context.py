@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcmesh.context import Propagation
+from grpcmesh.context import TIMEOUT_HEADER, Propagation
 from grpcmesh.server.shedding import LoadShedder, never_shed
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
@@ -40,6 +40,21 @@ def _behavior(handler: Any) -> Any:
     return handler.unary_stream if handler.response_streaming else handler.unary_unary
 
 
+def queueing_delay(metadata: Any, time_remaining: float | None) -> float | None:
+    """How long a call waited before its handler started: the timeout its mesh client sent
+    (``x-mesh-timeout-ms``) less what is left of it; None when unknown."""
+    if time_remaining is None or not metadata:
+        return None
+    for key, value in metadata:
+        if key == TIMEOUT_HEADER:
+            try:
+                sent = float(value) / 1000
+            except (TypeError, ValueError):
+                return None  # hostile or broken header: no signal, not an error
+            return max(0.0, sent - time_remaining) if 0 < sent < 1e7 else None
+    return None
+
+
 def _shed_message(shedder: LoadShedder) -> str:
     return (
         f"server overloaded: load shedding refused the call ({shedder.in_flight} in flight, "
@@ -55,9 +70,11 @@ def wrap_handler(handler: Any, full_method: str, propagation: Propagation, shedd
     gate = None if shedder is None or not shedder.policy.enabled or never_shed(full_method) else shedder
 
     async def enter(context: Any) -> Any:
-        if gate is not None and not gate.admit():
+        metadata = context.invocation_metadata()
+        remaining = context.time_remaining()
+        if gate is not None and not gate.admit(queueing_delay(metadata, remaining)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, _shed_message(gate))
-        return propagation.serving(propagation.incoming(context.invocation_metadata(), context.time_remaining()))
+        return propagation.serving(propagation.incoming(metadata, remaining))
 
     def leave(started: float) -> None:
         if gate is not None:

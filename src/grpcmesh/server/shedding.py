@@ -1,6 +1,14 @@
 """Adaptive load shedding for an asyncio server: refuse work early instead of queueing it.
 
-An asyncio server has no CPU-per-thread signal; what rises when it is overloaded is the
+An overloaded grpc.aio server does not pile calls up in Python: grpc's core holds them until
+the event loop gets round to them, so the handlers see a steady trickle and a growing wait.
+The main signal is therefore each call's *queueing delay*: mesh channels send the timeout
+they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when the handler
+starts tells how much of it was spent waiting. As CoDel does for packets, once that delay
+stays above ``max_queue_delay`` for ``interval``, calls are refused until it falls again —
+refusing is cheap, so the queue drains and the calls that are admitted are served promptly.
+
+The second signal covers handlers that pile up in Python (calls that await a lot): the
 event loop's lag (how late a timer fires). The shedder samples that lag with a small
 probe task and, like Kratos' BBR limiter, estimates how many calls the server can hold
 at once from what it recently achieved: ``max completions per second * min latency``
@@ -43,6 +51,10 @@ class SheddingPolicy:
     """When a server refuses calls (see the module docstring)."""
 
     enabled: bool = False
+    max_queue_delay: float = 0.02
+    """Queueing delay (seconds) a call may have had before its handler starts, persistently."""
+    interval: float = 0.1
+    """How long the queueing delay must stay above ``max_queue_delay`` before calls are refused."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
     cooldown: float = 1.0
@@ -51,7 +63,7 @@ class SheddingPolicy:
     probe_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        for key in ("max_lag", "cooldown", "window", "probe_interval"):
+        for key in ("max_queue_delay", "interval", "max_lag", "cooldown", "window", "probe_interval"):
             value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"shedding.{key}: {value!r} must be > 0 seconds")
@@ -76,6 +88,8 @@ class LoadShedder:
         self.lag = 0.0
         self.shed = 0
         self._last_shed = -math.inf
+        self._above_since: float | None = None
+        """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
 
     # -- the lag probe -------------------------------------------------------------------
@@ -130,18 +144,35 @@ class LoadShedder:
 
     # -- per call ------------------------------------------------------------------------
 
-    def admit(self) -> bool:
-        """True (and the call counted in flight) if the server should take the call."""
+    def admit(self, queued: float | None = None) -> bool:
+        """True (and the call counted in flight) if the server should take the call.
+
+        ``queued`` is how long the call waited before its handler started, when known.
+        """
         if not self.policy.enabled:
             return True
         now = self._clock()
+        if queued is not None and self._queue_too_long(queued, now):
+            return self._refuse(now)
         limiting = self.lag > self.policy.max_lag or now - self._last_shed < self.policy.cooldown
         if limiting and self.in_flight >= self.limit():
-            self._last_shed = now
-            self.shed += 1
-            return False
+            return self._refuse(now)
         self.in_flight += 1
         return True
+
+    def _queue_too_long(self, queued: float, now: float) -> bool:
+        if queued <= self.policy.max_queue_delay:
+            self._above_since = None
+            return False
+        if self._above_since is None:
+            self._above_since = now
+            return False
+        return now - self._above_since >= self.policy.interval
+
+    def _refuse(self, now: float) -> bool:
+        self._last_shed = now
+        self.shed += 1
+        return False
 
     def finished(self, latency: float) -> None:
         """An admitted call ended after ``latency`` seconds."""
