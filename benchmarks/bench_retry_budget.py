@@ -75,7 +75,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         stats = [c.stats() for c in channels]
 
     report.line(
-        f"### Retry budget: 2 instances failing 50 % with UNAVAILABLE, {seconds:g} s, {callers} paced callers per client"
+        f"### Retry budget: 2 instances failing 50 % with UNAVAILABLE, {seconds:g} s, "
+        f"{callers} paced callers per client"
     )
     report.line()
     rows = []
