@@ -32,7 +32,7 @@ from grpcmesh import open_registry
 from grpcmesh.client import MeshChannel, OutlierPolicy
 from grpcmesh.client.settings import CallSettings
 
-SCRIPT = "bench_hung_instance.py"
+SCRIPT = "calls_hung_instance.py"
 SERVICE = "echo-hung"
 WINDOW = 0.5
 

@@ -32,7 +32,7 @@ from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 
-SCRIPT = "bench_shedding.py"
+SCRIPT = "calls_shedding.py"
 WORK = ("--work-ms", "10", "--await-ms", "5")
 
 

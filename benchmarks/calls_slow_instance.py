@@ -23,7 +23,7 @@ from grpcmesh import open_registry
 from grpcmesh.client import MeshChannel, OutlierPolicy
 from grpcmesh.client.settings import CallSettings
 
-SCRIPT = "bench_slow_instance.py"
+SCRIPT = "calls_slow_instance.py"
 SERVICE = "echo-slow"
 POLICIES = ("round_robin", "weighted_round_robin", "p2c", "consistent_hash")
 

@@ -29,7 +29,7 @@ from grpcmesh.client.retry_budget import RetryBudgetPolicy
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.throttle import ThrottlePolicy
 
-SCRIPT = "bench_retry_budget.py"
+SCRIPT = "calls_retry_budget.py"
 SERVICE = "echo-flaky"
 UNARY = "/grpcmesh.echo.v1.Echo/Unary"
 
