@@ -72,6 +72,7 @@ async def test_no_endpoints_is_unavailable_naming_service_and_filter(registry: R
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Unary(echo_pb2.EchoRequest(), timeout=10)
+        # Fails fast once the registry answers (milliseconds); 3 s is a margin for a loaded machine.
         assert time.monotonic() - started < 3.0
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         assert "missing-service" in (info.value.details() or "")
@@ -134,13 +135,15 @@ async def test_deadline_and_metadata_pass_through(registry: Registry, recording_
         assert metadata["x-trace"] == "abc"
         assert metadata["x-user"] == "u1"
         assert remaining is not None
-        assert 2.0 < remaining <= 3.0
+        assert remaining <= 3.0  # never more than the caller gave
+        assert remaining > 1.0  # the server saw the caller's deadline (2 s of margin for a loaded machine)
 
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Unary(echo_pb2.EchoRequest(delay_ms=3000), timeout=0.3)
         assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - started < 2.0
+        # The 0.3 s deadline ended the call, not the server's 3 s delay (2.5 s of margin).
+        assert time.monotonic() - started < 2.8
 
 
 class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
