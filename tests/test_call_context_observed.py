@@ -44,7 +44,7 @@ async def test_request_id_in_access_log_and_span(log_stream: io.StringIO) -> Non
         logging_server_interceptor("echo-service"),
     ]
     async with echo_server(chain) as port, echo_stub(port) as sync_typed:
-        stub = cast(echo_pb2_grpc.EchoAsyncStub, sync_typed)
+        stub = cast("echo_pb2_grpc.EchoAsyncStub", sync_typed)
         await stub.Unary(echo_pb2.EchoRequest(), metadata=(("x-request-id", "rid-7"),), timeout=5)
         await stub.Unary(echo_pb2.EchoRequest(), timeout=5)  # no id: the server makes one
     records = [json.loads(line) for line in log_stream.getvalue().splitlines() if line.strip()]
