@@ -58,7 +58,7 @@ class SheddingPolicy:
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
     cooldown: float = 1.0
-    minimum_in_flight: int = 8
+    minimum_in_flight: int = 4
     window: float = 2.0
     probe_interval: float = 0.05
 
@@ -154,7 +154,11 @@ class LoadShedder:
         now = self._clock()
         if queued is not None and self._queue_too_long(queued, now):
             return self._refuse(now)
-        limiting = self.lag > self.policy.max_lag or now - self._last_shed < self.policy.cooldown
+        limiting = (
+            (queued is not None and queued > self.policy.max_queue_delay)
+            or self.lag > self.policy.max_lag
+            or now - self._last_shed < self.policy.cooldown
+        )
         if limiting and self.in_flight >= self.limit():
             return self._refuse(now)
         self.in_flight += 1
