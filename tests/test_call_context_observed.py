@@ -20,9 +20,10 @@ from grpcmesh import Mesh, ServiceInstance
 from grpcmesh.config.models import MeshConfig
 from grpcmesh.context import Propagation
 from grpcmesh.middleware import configure_logging, logging_server_interceptor, setup_tracing, tracing_server_interceptor
+from grpcmesh.middleware.server_side import ServerObservingInterceptor, ServerPipeline
 from grpcmesh.middleware.tracing import REQUEST_ID_ATTRIBUTE
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
-from grpcmesh.server.call_context import CallContextInterceptor
+from grpcmesh.server.call_context import call_context_concerns
 from grpcmesh.testing import start_echo_server
 from tests.middleware.echo_calls import echo_server, echo_stub
 
@@ -39,7 +40,7 @@ async def test_request_id_in_access_log_and_span(log_stream: io.StringIO) -> Non
     exporter = InMemorySpanExporter()
     provider = setup_tracing("echo-service", exporter=exporter)
     chain = [
-        CallContextInterceptor(Propagation()),
+        ServerObservingInterceptor(ServerPipeline(call_context_concerns(Propagation()))),
         tracing_server_interceptor(provider),
         logging_server_interceptor("echo-service"),
     ]

@@ -3,8 +3,9 @@
 A service makes one ``Mesh`` (``Mesh.from_config(path)`` or ``Mesh(registry=...)``) and
 asks it for servers (``mesh.server()``) and channels (``mesh.channel()``). The mesh owns
 what is shared between them: the registry (closed with the mesh when the mesh opened it),
-the config sections that security, tracing and metrics read, and the ordered interceptor
-chains every server (and channel) it makes will use.
+the config sections that security, tracing and metrics read, the mesh's own concerns
+(run inside its servers' per-method wrapper and its channels' call engine), and the user's
+interceptor chains every server (and channel) it makes will use.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ class Mesh:
     ``registry`` is a :class:`Registry` (owned by the caller) or an ``open_registry`` URL
     (opened and later closed by the mesh); by default the config's ``registry`` section,
     which itself defaults to ``sqlite://``. ``server_interceptors`` run, in order, in every
-    server after the recovery interceptor; ``client_interceptors`` in every channel.
+    server, outside the mesh's own concerns; ``client_interceptors`` in every channel, on each
+    attempt, inside the mesh's observation of the call.
     ``client_options`` are extra :class:`ClientManager` arguments (``default_policy``,
     ``retry_methods``, ``endpoint_wait``...).
     """
@@ -56,7 +58,7 @@ class Mesh:
     ) -> None:
         self.config = config if config is not None else MeshConfig()
         self.middleware = MeshMiddleware(self.config, metrics_registry)
-        """What the config switched on: interceptors, metrics registry and endpoint, tracer provider."""
+        """What the config switched on: server concerns, client observation, metrics, tracer provider."""
         if registry is None or isinstance(registry, str):
             url = registry if registry is not None else self.config.registry.resolved_url
             options = self.config.registry.options if registry is None else {}
@@ -65,11 +67,8 @@ class Mesh:
         else:
             self.registry = registry
             self._owns_registry = False
-        self.server_interceptors: tuple[ServerInterceptor, ...] = (*self.middleware.server, *server_interceptors)
-        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (
-            *self.middleware.client,
-            *client_interceptors,
-        )
+        self.server_interceptors: tuple[ServerInterceptor, ...] = tuple(server_interceptors)
+        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = tuple(client_interceptors)
         self._servers: list[MeshServer] = []
         self._clients: ClientManager | None = None
         self._client_options: dict[str, Any] = dict(client_options or {})
@@ -152,6 +151,7 @@ class Mesh:
             options=options,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
             metadata_hooks=[self.middleware.metrics_metadata],
+            concerns=self.middleware.server_concerns,
             propagation=Propagation(self.config.client.context_propagation, margin=self.config.client.deadline_margin),
             shedding=shedding or (_shedding_policy(service.load_shedding) if service is not None else None),
         )
@@ -187,6 +187,7 @@ class Mesh:
                 self.registry,
                 interceptors=self.client_interceptors,
                 credentials=_client_credentials(self.config.security),
+                observer=self.middleware.client_observation,
                 **options,
             )
             self.middleware.watch_clients(self._clients.stats)

@@ -206,3 +206,77 @@ async def test_cancel_stops_the_call_and_frees_the_endpoint(
         assert call.cancelled()
         assert call.done()
         assert [e.outstanding for e in channel.stats().per_endpoint] == [0]
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    """Poll ``check()`` (state settles on the loop, not at a known time) until true; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def test_ejections_total_never_decreases_when_an_ejected_endpoint_leaves(registry: Registry) -> None:
+    from grpcmesh.client import OutlierPolicy
+    from tests.helpers import free_port
+
+    dead = ServiceInstance(name="gone", id="dead-1", address="127.0.0.1", port=free_port())  # nothing listens
+    await registry.register(dead)
+    outlier = OutlierPolicy(consecutive_failures=1, max_ejection_percent=100)  # a lone endpoint may be ejected
+    async with MeshChannel(registry, "gone", outlier=outlier, drain_grace=0.0, connect_timeout=0.5) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await _until(lambda: channel.stats().endpoints == 1)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+        assert channel.stats().ejections_total == 1
+        await registry.deregister(dead)
+        await _until(lambda: channel.stats().endpoints == 0 and channel.stats().draining == 0)
+        assert channel.stats().ejections_total == 1  # counted before: a counter must not go down
+
+
+async def test_mesh_observation_runs_once_per_call_and_names_caller_and_callee(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+    from grpcmesh.middleware.metrics import GrpcMetrics
+
+    metrics_registry = CollectorRegistry()
+    seen: list[tuple[str, str, str, grpc.StatusCode | None]] = []
+
+    def header(call: ClientCall) -> Any:
+        call.metadata.set_all("x-added", ["by-observer"])
+
+        def finish(done: ClientCall) -> None:
+            seen.append((done.caller, done.callee, done.full_method, done.code))
+
+        return finish
+
+    observation = ClientObservation([header, GrpcMetrics.of(metrics_registry).observe_client], caller="orders")
+    async with MeshChannel(registry, "recording", observer=observation) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        caller_metadata = (("x-mine", "kept"),)
+        await stub.Unary(echo_pb2.EchoRequest(message="a"), metadata=caller_metadata, timeout=5)
+        assert [r.index async for r in stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=5)] == [0, 1]
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Unary(echo_pb2.EchoRequest(fail_code=grpc.StatusCode.NOT_FOUND.value[0]), timeout=5)
+        await _until(lambda: len(seen) == 3)
+    assert caller_metadata == (("x-mine", "kept"),)  # the caller's own metadata is never modified
+    first_unary, failed_unary = recording_server.seen[0][0], recording_server.seen[-1][0]
+    assert (first_unary.get("x-added"), first_unary.get("x-mine")) == ("by-observer", "kept")
+    assert failed_unary.get("x-added") == "by-observer"
+    assert [(caller, callee, code) for caller, callee, _, code in seen] == [
+        ("orders", "recording", grpc.StatusCode.OK),
+        ("orders", "recording", grpc.StatusCode.OK),
+        ("orders", "recording", grpc.StatusCode.NOT_FOUND),
+    ]
+    labels = {
+        "grpc_service": "grpcmesh.echo.v1.Echo",
+        "grpc_method": "Unary",
+        "grpc_type": "unary",
+        "caller": "orders",
+        "callee": "recording",
+    }
+    assert metrics_registry.get_sample_value("grpc_client_started_total", labels) == 2
+    assert metrics_registry.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": "NOT_FOUND"}) == 1

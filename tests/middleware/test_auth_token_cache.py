@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from grpcmesh.middleware.auth import AuthServerInterceptor, sign_caller
+from grpcmesh.middleware.auth import ServerAuth, sign_caller
 
 KEY = "token-cache-test-key-0123456789abc"
 
 
 async def test_repeated_token_is_accepted_until_it_expires_and_others_are_checked() -> None:
-    auth = AuthServerInterceptor(KEY, max_clock_skew=10.0)
+    auth = ServerAuth(KEY, max_clock_skew=10.0)
     # Tokens carry whole seconds: sign at the start of a second, 9 s in the past, so the token is
     # 9.0-9.5 s old during the checks below and expires (older than 10 s) within about a second.
     await asyncio.sleep(1.0 - time.time() % 1.0)

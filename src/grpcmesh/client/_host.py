@@ -209,7 +209,7 @@ class CallHost:
     def begin_call(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
         """Start the mesh's observation of one call (may add metadata); ``None`` when nothing observes."""
         observer = self.observer
-        return None if observer is None else observer.begin(spec, options)
+        return None if observer is None else observer.begin(self.service, spec, options)
 
     # -- 3. endpoint acquisition -------------------------------------------------------------
 

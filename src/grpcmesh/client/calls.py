@@ -80,8 +80,9 @@ CallFinish = Callable[[grpc.StatusCode, BaseException | None], None]
 class CallObserver(Protocol):
     """The mesh's client-side concerns run as one observation per call (not as interceptors)."""
 
-    def begin(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
-        """Called before the first attempt; may set ``options.metadata``; returns the end hook."""
+    def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        """Called before the first attempt of a call to mesh service ``callee``; may set
+        ``options.metadata``; returns the end hook (or ``None``)."""
         ...
 
 

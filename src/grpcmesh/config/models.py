@@ -371,11 +371,26 @@ class MetricsConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    """``logging:`` — one structured line per call (not in the seed; grpc_zap's role there)."""
+    """``logging:`` — structured access-log lines (grpc_zap's role in the original Go design).
+
+    ``access_log`` picks the calls that get a line: ``sampled`` (default: every failed call,
+    every call slower than ``slow_call_threshold``, and ``access_log_sample_rate`` of the
+    rest), ``all``, ``errors`` (failed or slow only) or ``off``.
+    """
 
     enabled: bool = True
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: Literal["all", "sampled", "errors", "off"] = "sampled"
+    access_log_sample_rate: float = 0.01
+    slow_call_threshold: Duration = 1.0
+
+    @pydantic.field_validator("access_log_sample_rate")
+    @classmethod
+    def _check_log_rate(cls, value: float) -> float:
+        if math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{value} is not a sampling ratio; use a number from 0.0 to 1.0")
+        return value
 
 
 class MeshConfig(_Section):

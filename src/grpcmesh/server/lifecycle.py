@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,11 +30,12 @@ from grpc_reflection.v1alpha import reflection
 
 from grpcmesh.context import Propagation
 from grpcmesh.errors import MeshError, RegistryError, ServerError
-from grpcmesh.middleware.recovery import RecoveryInterceptor
+from grpcmesh.middleware.recovery import Recovery, RecoveryInterceptor
+from grpcmesh.middleware.server_side import ServerConcern, ServerPipeline
 from grpcmesh.model import HealthStatus, ServiceInstance
 from grpcmesh.registry import Registry
-from grpcmesh.server.call_context import CallContextInterceptor
-from grpcmesh.server.catalog import RecordingServer
+from grpcmesh.server.call_context import call_context_concerns
+from grpcmesh.server.catalog import MeshGrpcServer
 from grpcmesh.server.health import DrainingHealthServicer
 from grpcmesh.server.readiness import DependencyReadiness
 from grpcmesh.server.settings import ServerSettings
@@ -66,10 +67,16 @@ class MeshServer:
     """A ``grpc.aio`` server that registers itself, reports health and shuts down gracefully.
 
     Add servicers to :attr:`grpc` as with plain grpc, then ``await serve()`` (or ``start()``
-    / ``stop()``, or ``async with``). Interceptors run in the order given, after the
-    recovery interceptor (first, unless ``recovery=False``). Outside all of them, every call
-    passes admission (``shedding``) and has its deadline and ``propagation`` metadata bound
-    to :mod:`grpcmesh.context` for the calls its handler makes.
+    / ``stop()``, or ``async with``).
+
+    ``concerns`` are the mesh's own server concerns (tracing, access log, metrics, auth, in
+    that order, from the ``Mesh``): they run in ONE wrapper per method, built when the method
+    is added, innermost around the handler, with recovery (unless ``recovery=False``) turning
+    unexpected exceptions into INTERNAL. ``interceptors`` (the user's grpc.aio server
+    interceptors) run in the order given, outside that wrapper, behind a recovery interceptor
+    that also guards them. First in that wrapper, every call has its deadline and
+    ``propagation`` metadata bound to :mod:`grpcmesh.context` (for the calls its handler makes)
+    and passes admission (``shedding``, off unless enabled).
     """
 
     def __init__(
@@ -83,28 +90,32 @@ class MeshServer:
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
         metadata_hooks: Sequence[Callable[[], Awaitable[Mapping[str, str]]]] = (),
+        concerns: Sequence[ServerConcern] = (),
         propagation: Propagation | None = None,
         shedding: SheddingPolicy | None = None,
     ) -> None:
         self.registry = registry
         self._metadata_hooks = tuple(metadata_hooks)
         self.settings = settings
+        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = list(interceptors)
+        if recovery and chain:  # the user's interceptors are guarded too
+            chain.insert(0, RecoveryInterceptor())
+        self.interceptors: tuple[grpc.aio.ServerInterceptor[Any, Any], ...] = tuple(chain)
         self.shedder = LoadShedder(shedding or SheddingPolicy())
         """Admission control (off unless ``shedding.enabled``); ``shedder.shed`` counts refused calls."""
-        # Outermost: a shed call costs nothing more; handlers (and inner interceptors) see the context.
-        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [
-            CallContextInterceptor(propagation or Propagation(), self.shedder)
-        ]
-        if recovery:
-            chain.append(RecoveryInterceptor())
-        chain.extend(interceptors)
-        self.interceptors: tuple[grpc.aio.ServerInterceptor[Any, Any], ...] = tuple(chain)
-        # Mesh channels ping every few seconds while calls run (keepalive); allow it.
-        server_options = (*KEEPALIVE_PERMIT, *tuple(options))
-        self._recording = RecordingServer(
-            interceptors=chain, options=server_options, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+        own = call_context_concerns(propagation or Propagation(), self.shedder)
+        self.pipeline = ServerPipeline((*own, *concerns), recover=Recovery() if recovery else None)
+        """The mesh's per-method wrapper: every handler added to :attr:`grpc` runs inside it."""
+        # grpc enables SO_REUSEPORT by default, letting a second server silently share a busy
+        # port; a registered service must own its port, so it is off unless asked for. Mesh
+        # channels ping every few seconds while calls run (keepalive): allow it.
+        server = grpc.aio.server(
+            interceptors=chain or None,
+            options=(("grpc.so_reuseport", 0), *KEEPALIVE_PERMIT, *options),
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
-        self.grpc = cast(grpc.aio.Server, self._recording)
+        self._recording = MeshGrpcServer(server, self.pipeline)
+        self.grpc: grpc.aio.Server = self._recording
         """The ``grpc.aio.Server``: pass it to ``add_XServicer_to_server``."""
         self._credentials = credentials
         self.health = DrainingHealthServicer()
