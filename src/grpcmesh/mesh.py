@@ -168,7 +168,10 @@ class Mesh:
         """The shared :class:`MeshChannel` to service ``name``; generated stubs use it unchanged.
 
         One channel per (name, filter, policy) for the whole process (the seed's
-        ``ClientManager``), carrying this mesh's client interceptors and TLS settings.
+        ``ClientManager``), carrying this mesh's client interceptors and TLS settings, and the
+        call semantics the config gives ``name`` (:meth:`call_settings`: the ``client:``
+        section with the keys of its ``dependencies:`` entry — balancing when ``policy`` is
+        not given, timeouts, retries, wait-for-ready, outlier detection, throttling...).
         """
         return self.clients.channel(name, version=version, metadata_match=metadata_match, policy=policy)
 
