@@ -21,7 +21,8 @@ import pytest
 from grpcmesh import Registry, ServiceInstance
 from grpcmesh.client import MeshChannel
 from grpcmesh.client.retry_budget import RetryBudgetPolicy
-from grpcmesh.client.settings import CallSettings
+from grpcmesh.client.outlier import OutlierPolicy
+from grpcmesh.client.settings import CallSettings, Keepalive
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.context import Propagation
 from grpcmesh.errors import MeshRpcError
@@ -225,3 +226,26 @@ async def test_retry_budget_limits_retries_of_a_failing_backend(
         assert stats.retries_total <= 20  # 20 % of 100 calls, instead of one retry per call
         assert stats.retries_denied >= 80
         assert sum(e.calls for e in stats.per_endpoint) <= 120
+
+
+async def test_keepalive_drops_a_frozen_peer_before_the_deadline(
+    registry: Registry, start_instance: StartInstance
+) -> None:
+    frozen_one = await start_instance("frozen", "--ttl", "60")
+    settings = CallSettings(
+        keepalive=Keepalive(time=1.0, timeout=1.0),
+        outlier=OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None),
+    )
+    async with MeshChannel(registry, SERVICE, settings=settings) as channel:
+        await wait_for_endpoints(channel, 1)
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await stub.Unary(echo_pb2.EchoRequest(), timeout=5)
+        async with frozen(frozen_one):
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+            elapsed = time.monotonic() - started
+        # Without keepalive the call would hang until its 30 s deadline; the ping (1 s) and its
+        # 1 s timeout end it after about 2 s (15 s leaves a wide margin for a loaded machine).
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE, info.value.details()
+        assert elapsed < 15.0

@@ -81,9 +81,14 @@ class Keepalive:
     timeout: float = 3.0
 
     def channel_options(self) -> tuple[tuple[str, int], ...]:
+        timeout_ms = max(1, round(self.timeout * 1000))
         return (
             ("grpc.keepalive_time_ms", max(1, round(self.time * 1000))),
-            ("grpc.keepalive_timeout_ms", max(1, round(self.timeout * 1000))),
+            ("grpc.keepalive_timeout_ms", timeout_ms),
+            # grpc core times keepalive pings out with the general ping timeout (60 s by
+            # default), not keepalive_timeout_ms alone: without this a frozen peer is
+            # noticed only after a minute.
+            ("grpc.http2.ping_timeout_ms", timeout_ms),
         )
 
 
