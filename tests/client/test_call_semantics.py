@@ -20,8 +20,8 @@ import pytest
 
 from grpcmesh import Registry, ServiceInstance
 from grpcmesh.client import MeshChannel
-from grpcmesh.client.retry_budget import RetryBudgetPolicy
 from grpcmesh.client.outlier import OutlierPolicy
+from grpcmesh.client.retry_budget import RetryBudgetPolicy
 from grpcmesh.client.settings import CallSettings, Keepalive
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.context import Propagation
