@@ -43,8 +43,12 @@ def test_a_spent_budget_gives_a_non_positive_timeout() -> None:
         assert out.timeout <= 0
 
 
-def test_only_allowlisted_keys_cross_and_secrets_never_do() -> None:
-    propagation = Propagation(["x-request-id", "baggage", "x-tenant", "authorization", "x-service-key", "x-auth-token"])
+def test_only_allowlisted_keys_cross_and_secrets_never_do(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("WARNING", logger="grpcmesh.context"):
+        propagation = Propagation(
+            ["x-request-id", "baggage", "x-tenant", "authorization", "x-service-key", "x-auth-token"]
+        )
+    assert len(caplog.records) == 3  # one warning per credential key listed
     assert propagation.keys == {"x-request-id", "baggage", "x-tenant"}
     metadata = [
         ("x-request-id", "r1"),

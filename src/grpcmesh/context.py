@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import logging
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from grpcmesh.errors import ConfigError
+
+log = logging.getLogger("grpcmesh.context")
 
 __all__ = [
     "DEFAULT_DEADLINE_MARGIN",
@@ -156,7 +159,9 @@ class Propagation:
             if not isinstance(key, str) or not key.strip():
                 raise ConfigError(f"context_propagation: {key!r} must be a metadata key such as 'x-tenant'")
             low = key.strip().lower()
-            if not _is_secret(low) and low not in chosen:
+            if _is_secret(low):
+                log.warning("context_propagation: %r is a credential and is never propagated; ignoring it", low)
+            elif low not in chosen:
                 chosen.append(low)
         self._keys = frozenset(chosen)
         self.margin = margin

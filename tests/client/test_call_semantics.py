@@ -162,7 +162,7 @@ async def test_a_hung_instance_is_ejected_within_seconds(registry: Registry, sta
         assert early_failures > 0, "the stopped instance was never called: the test proves nothing"
         # Before ejection on deadlines, about a third of all calls kept failing until the
         # registration expired. Now: the first seconds' failures, then at most single probes.
-        assert late_failures <= 3, (early_failures, late_failures, len(late))
+        assert late_failures <= 5, (early_failures, late_failures, len(late))
         assert len(late) > 50
         assert channel.stats().ejections_total >= 1
 
