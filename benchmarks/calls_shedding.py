@@ -9,7 +9,8 @@ then a 5 ms await (I/O) — one with adaptive load shedding, one without. Measur
    on each server in turn, interleaved over ``--rounds``.
 
 Figures: goodput = successful calls/s / C (goal >= 0.9 with shedding) and p99 latency of
-admitted (successful) calls / unloaded p99 (goal <= 2x with shedding). Shedding is off by
+admitted (successful) calls / unloaded p99 (goal <= 2x with shedding); beside them, the
+server process's CPU (cores used, and CPU per successful call: what refusals cost). Shedding is off by
 default in the library; see BENCHMARKS.md for why.
 """
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -34,6 +36,12 @@ from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 
 SCRIPT = "calls_shedding.py"
 WORK = ("--work-ms", "10", "--await-ms", "5")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def closed_loop(stub: echo_pb2_grpc.EchoAsyncStub, callers: int, seconds: float) -> list[float]:
@@ -89,8 +97,10 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grpcmesh-bench-shed-")))
         url = f"sqlite://{tmp}/registry.db"
         started = await stack.enter_async_context(children())
-        await start_server(started, url, "plain", "plain-0", *WORK)
-        await start_server(started, url, "shedding", "shedding-0", *WORK, "--shedding")
+        pids = {
+            "plain": (await start_server(started, url, "plain", "plain-0", *WORK)).pid,
+            "shedding": (await start_server(started, url, "shedding", "shedding-0", *WORK, "--shedding")).pid,
+        }
         registry = open_registry(url)
         stack.push_async_callback(registry.close)
         # The client must not hide the server's behaviour: no throttling, no ejection.
@@ -110,9 +120,12 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         capacity = len(saturated) / min(3.0, seconds)
         rate = 3 * capacity
         overload: dict[str, tuple[list[float], dict[str, int]]] = {"plain": ([], {}), "shedding": ([], {})}
+        server_cpu = {"plain": 0.0, "shedding": 0.0}
         for _ in range(rounds):
             for name, stub in stubs.items():
+                before = cpu_seconds(pids[name])
                 latencies, codes = await open_loop(stub, rate, seconds)
+                server_cpu[name] += cpu_seconds(pids[name]) - before
                 overload[name][0].extend(latencies)
                 for code, n in codes.items():
                     overload[name][1][code] = overload[name][1].get(code, 0) + n
@@ -128,6 +141,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
     for name in ("plain", "shedding"):
         latencies, codes = overload[name]
         goodput = len(latencies) / (seconds * rounds) / capacity
+        cpu = server_cpu[name]
         base_p99 = percentile(unloaded["plain"] + unloaded["shedding"], 99)  # same work: one baseline
         p99 = percentile(latencies, 99)
         figures[name] = (goodput, p99 / base_p99)
@@ -141,6 +155,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 ms(percentile(latencies, 50)),
                 ms(p99),
                 f"{p99 / base_p99:.1f}x",
+                f"{cpu / (seconds * rounds):.2f}",
+                f"{cpu * 1000 / max(1, len(latencies)):.1f} ms",
                 ", ".join(f"{c} {n}" for c, n in sorted(codes.items())),
             ]
         )
@@ -154,6 +170,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "admitted p50",
             "admitted p99",
             "p99 vs unloaded",
+            "server CPU (cores)",
+            "server CPU per OK call",
             "outcomes",
         ],
         rows,
