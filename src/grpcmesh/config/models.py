@@ -289,7 +289,7 @@ class SheddingConfig(_Section):
     interval: Duration = 0.1
     max_lag: Duration = 0.05
     cooldown: Duration = 1.0
-    minimum_in_flight: Annotated[int, pydantic.Field(ge=1)] = 4
+    minimum_in_flight: Annotated[int, pydantic.Field(ge=1)] = 2
     window: Duration = 2.0
 
 

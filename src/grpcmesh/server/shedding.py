@@ -58,7 +58,7 @@ class SheddingPolicy:
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
     cooldown: float = 1.0
-    minimum_in_flight: int = 4
+    minimum_in_flight: int = 2
     window: float = 2.0
     probe_interval: float = 0.05
 
