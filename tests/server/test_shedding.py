@@ -10,6 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpcmesh import Registry
+from grpcmesh.client import MeshChannel
+from grpcmesh.client.settings import CallSettings
+from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.errors import ConfigError
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.server import MeshServer, ServerSettings
@@ -100,14 +103,20 @@ class BusyEcho(EchoServicer):
 
 
 async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Registry) -> None:
-    policy = SheddingPolicy(enabled=True, max_lag=0.01, minimum_in_flight=2, probe_interval=0.01)
+    policy = SheddingPolicy(enabled=True, max_lag=0.01, minimum_in_flight=1, probe_interval=0.01)
     server = MeshServer(registry, ServerSettings(name="busy", propagation_delay=0), shedding=policy)
     echo_pb2_grpc.add_EchoServicer_to_server(BusyEcho("busy"), server.grpc)
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(server.target) as channel:
+        # A mesh channel sends each call's timeout, so the server sees how long calls queue
+        # (client-side throttling off: the test is about the server); health on a plain channel.
+        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
+        async with (
+            MeshChannel(registry, "busy", settings=unthrottled) as channel,
+            grpc.aio.insecure_channel(server.target) as plain,
+        ):
             stub = echo_pb2_grpc.EchoStub(channel)
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_pb2_grpc.HealthStub(plain)
 
             async def call() -> grpc.StatusCode:
                 try:
@@ -131,7 +140,7 @@ async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Reg
 
 
 def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
-    load, clock = shedder(max_queue_delay=0.02, interval=0.1)
+    load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=10)
     assert load.admit(queued=0.5)  # the first late call starts the clock, it is not refused
     clock.now += 0.05
     assert load.admit(queued=0.5)
