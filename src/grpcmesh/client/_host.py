@@ -185,7 +185,8 @@ class CallHost:
         if options.deadline is not None and options.deadline <= asyncio.get_running_loop().time():
             return MeshRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"deadline exceeded before {spec.method} could be sent (the incoming call's budget is spent)",
+                f"deadline exceeded before {spec.method} could be sent (no time was left of the call's deadline, "
+                "or of the incoming call's it inherits)",
             )
         if not self.throttle.allow():
             return MeshRpcError(

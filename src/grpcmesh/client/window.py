@@ -1,8 +1,8 @@
 """A sliding-window counter in fixed buckets: what throttling and retry budgets count with.
 
-``add(a, b)`` adds to the current bucket; ``totals()`` sums the buckets of the last
-``window`` seconds. Old buckets are cleared lazily on the next use, so an idle counter
-costs nothing.
+``add(a, b)`` adds to the current bucket; ``totals()`` is the sum over the buckets of the
+last ``window`` seconds, kept as running totals (both are O(1) per call on the hot path).
+Old buckets are cleared lazily on the next use, so an idle counter costs nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from grpcmesh.errors import ConfigError
 class SlidingWindow:
     """Two running totals over the last ``window`` seconds, in ``buckets`` slices."""
 
-    __slots__ = ("_a", "_b", "_bucket_width", "_buckets", "_clock", "_current")
+    __slots__ = ("_a", "_b", "_bucket_width", "_buckets", "_clock", "_current", "_total_a", "_total_b")
 
     def __init__(self, window: float, buckets: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
         if window <= 0 or buckets < 1:
@@ -27,6 +27,8 @@ class SlidingWindow:
         self._clock = clock
         self._a = [0.0] * buckets
         self._b = [0.0] * buckets
+        self._total_a = 0.0
+        self._total_b = 0.0
         self._current = math.floor(clock() / self._bucket_width)
 
     def _advance(self) -> int:
@@ -35,7 +37,11 @@ class SlidingWindow:
             stale = min(index - self._current, self._buckets)
             for step in range(1, stale + 1):
                 slot = (self._current + step) % self._buckets
+                self._total_a -= self._a[slot]
+                self._total_b -= self._b[slot]
                 self._a[slot] = self._b[slot] = 0.0
+            if stale == self._buckets:  # everything expired: drop float drift too
+                self._total_a = self._total_b = 0.0
             self._current = index
         return index % self._buckets
 
@@ -43,7 +49,9 @@ class SlidingWindow:
         slot = self._advance()
         self._a[slot] += a
         self._b[slot] += b
+        self._total_a += a
+        self._total_b += b
 
     def totals(self) -> tuple[float, float]:
         self._advance()
-        return sum(self._a), sum(self._b)
+        return self._total_a, self._total_b
