@@ -58,9 +58,11 @@ NEVER_PROPAGATED = frozenset(
         "x-mesh-caller",
         "x-mesh-caller-token",
         "x-api-key",
+        "x-mesh-timeout-ms",
     }
 )
-"""Keys that identify or authenticate one hop; forwarding them would let a callee act as its caller."""
+"""Keys that identify, authenticate or time one hop; forwarding them would let a callee act as
+its caller (or misreport how long a call queued)."""
 
 MAX_PROPAGATED_VALUE = 8192
 """Longer values are not forwarded (a hostile caller must not make every downstream header huge)."""
@@ -160,7 +162,7 @@ class Propagation:
                 raise ConfigError(f"context_propagation: {key!r} must be a metadata key such as 'x-tenant'")
             low = key.strip().lower()
             if _is_secret(low):
-                log.warning("context_propagation: %r is a credential and is never propagated; ignoring it", low)
+                log.warning("context_propagation: %r belongs to one hop and is never propagated; ignoring it", low)
             elif low not in chosen:
                 chosen.append(low)
         self._keys = frozenset(chosen)
