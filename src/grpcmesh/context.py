@@ -19,7 +19,7 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -238,12 +238,3 @@ def merged_metadata(metadata: Any, extra: Metadata) -> Any:
     if not extra:
         return metadata
     return (*tuple(metadata or ()), *extra)
-
-
-def run_with(call: IncomingCall | None, function: Callable[[], _T]) -> _T:
-    """Run ``function`` with ``call`` bound (used by tests and non-async servers)."""
-    token = _incoming.set(call)
-    try:
-        return function()
-    finally:
-        _incoming.reset(token)
