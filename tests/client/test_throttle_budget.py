@@ -88,3 +88,19 @@ def test_bad_throttle_and_budget_policies_are_config_errors() -> None:
         RetryBudgetPolicy(ratio=2.0)
     with pytest.raises(ConfigError):
         SlidingWindow(0.0)
+
+
+def test_throttled_calls_and_denied_retries_are_exported_per_service() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from grpcmesh.client.channel import ChannelStats
+    from grpcmesh.middleware.metrics import ChannelStatsCollector
+
+    def stats(service: str, throttled: int, denied: int) -> ChannelStats:
+        return ChannelStats(service, "no filter", "round_robin", 2, 0, 0, 0, 0, 0, (), 0, throttled, denied)
+
+    registry = CollectorRegistry()
+    registry.register(ChannelStatsCollector(lambda: [stats("orders", 3, 1), stats("orders", 2, 0)]))
+    text = generate_latest(registry).decode()
+    assert 'grpcmesh_client_throttled_total{service="orders"} 5.0' in text
+    assert 'grpcmesh_client_retries_denied_total{service="orders"} 1.0' in text
