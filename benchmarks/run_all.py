@@ -85,6 +85,9 @@ def render(results: list[dict[str, Any]], facts: dict[str, str], total: float) -
         lines.append(f"<!-- {result['script']}: {result.get('seconds', 0):.0f} s -->")
         lines += result.get("section", [])
         lines.append("")
+    calls = BENCH_DIR / "CALLS.md"  # the call-semantics benchmarks, run apart (benchmarks/calls_all.py)
+    if calls.exists():
+        lines += [calls.read_text().rstrip(), ""]
     findings = BENCH_DIR / "FINDINGS.md"
     if findings.exists():
         lines += [findings.read_text().rstrip(), ""]

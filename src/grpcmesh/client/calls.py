@@ -17,7 +17,8 @@ Every attempt receives what is left of the call's deadline as its timeout.
 
 Where things happen (each is one method of the channel's private ``CallHost``, see
 :mod:`grpcmesh.client._host`): the call's options (deadline, metadata) are fixed by
-``call_options`` before the call object exists; ``begin_call`` starts the mesh's observation
+``call_options`` before the call object exists; ``admit`` may refuse the call before anything
+is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh's observation
 (auth headers, trace context, metrics, access log) in ``_MeshCall.__init__``; an endpoint is
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
@@ -138,6 +139,10 @@ class _MeshCall:
 
     async def _establish(self) -> Any:
         try:
+            refused = self._host.admit(self._spec, self._options)
+            if refused is not None:  # spent deadline or client-side throttling: nothing is sent
+                self._fail(refused)
+                raise refused
             if self._spec.kind.request_streaming:
                 return await self._establish_fixed()
             return await self._establish_retrying()

@@ -23,6 +23,7 @@ from typing import Any, Literal, TextIO
 import grpc
 import structlog
 
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.server_side import (
@@ -71,6 +72,7 @@ SAFE_FIELDS = frozenset(
         "code",
         "duration_ms",
         "trace_id",
+        "request_id",
         "error",
     }
 )
@@ -172,6 +174,13 @@ DEFAULT_SAMPLE_RATE = 0.01
 DEFAULT_SLOW_CALL = 1.0
 
 
+def _first_value(metadata: Any, key: str) -> str | None:
+    for item_key, value in metadata or ():
+        if item_key == key:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 def _log(logger: Any, fields: dict[str, Any], code: grpc.StatusCode, error: BaseException | None) -> None:
     if error is not None and not isinstance(
         error, grpc.aio.AbortError | grpc.RpcError | asyncio.CancelledError | GeneratorExit
@@ -242,6 +251,7 @@ class AccessLog:
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
             "trace_id": call.trace_id or current_trace_id() or trace_id_of(call.metadata),
+            "request_id": current_request_id() or call.header(REQUEST_ID_HEADER),
         }
         _log(self._log(), fields, code, call.error)
 
@@ -264,6 +274,7 @@ class AccessLog:
             "code": code.name,
             "duration_ms": round(duration * 1000, 3),
             "trace_id": call.trace_id or trace_id_of(call.metadata) or current_trace_id(),
+            "request_id": _first_value(call.metadata, REQUEST_ID_HEADER),
         }
         _log(self._log(), fields, code, call.error)
 

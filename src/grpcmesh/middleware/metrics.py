@@ -239,7 +239,15 @@ class ChannelStatsCollector(Collector):
         totals: dict[str, list[int]] = {}
         for stat in self._stats():
             row = totals.setdefault(stat.service, [0] * len(_CHANNEL_FAMILIES))
-            values = (stat.endpoints, stat.ejected, stat.ejections_total, stat.retries_total, stat.watch_errors)
+            values = (
+                stat.endpoints,
+                stat.ejected,
+                stat.ejections_total,
+                stat.retries_total,
+                stat.watch_errors,
+                stat.throttled,
+                stat.retries_denied,
+            )
             for i, value in enumerate(values):
                 row[i] += value
         families: list[Metric] = []
@@ -257,4 +265,6 @@ _CHANNEL_FAMILIES: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamil
     (CounterMetricFamily, "grpcmesh_ejections", "Outlier ejections per service"),
     (CounterMetricFamily, "grpcmesh_client_retries", "Calls retried on another endpoint"),
     (CounterMetricFamily, "grpcmesh_registry_watch_errors", "Errors while watching the registry"),
+    (CounterMetricFamily, "grpcmesh_client_throttled", "Calls rejected locally by adaptive throttling"),
+    (CounterMetricFamily, "grpcmesh_client_retries_denied", "Retries refused by the retry budget"),
 )

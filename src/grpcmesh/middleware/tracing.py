@@ -37,6 +37,7 @@ from opentelemetry.sdk.trace.sampling import (
 )
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.server_side import (
@@ -152,6 +153,19 @@ _root_decided: contextvars.ContextVar[bool] = contextvars.ContextVar("grpcmesh_r
 """True only while the mesh starts a span for a new trace it has decided to sample."""
 
 
+REQUEST_ID_ATTRIBUTE = "grpcmesh.request_id"
+"""Span attribute holding the call's ``x-request-id`` (see :mod:`grpcmesh.context`)."""
+
+
+def _client_attributes(call: ClientCall) -> dict[str, str]:
+    attributes = _attributes(call.service, call.method)
+    for key, value in call.metadata or ():
+        if key == REQUEST_ID_HEADER:
+            attributes[REQUEST_ID_ATTRIBUTE] = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            break
+    return attributes
+
+
 def _attributes(service: str, method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
@@ -209,6 +223,9 @@ class Tracing:
         # generator-based context managers.
         parent = _remote_parent(parsed, call.header(TRACESTATE)) if parsed is not None else otel_context.Context()
         attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
+        request_id = current_request_id() or call.header(REQUEST_ID_HEADER)
+        if request_id is not None:
+            attributes[REQUEST_ID_ATTRIBUTE] = request_id
         span = self._start(
             f"{call.service}/{call.method}",
             SpanKind.SERVER,
@@ -258,7 +275,7 @@ class Tracing:
             SpanKind.CLIENT,
             None,
             forced,
-            attributes=_attributes(call.service, call.method),
+            attributes=_client_attributes(call),
         )
         context = span.get_span_context()
         if context.is_valid:  # what the W3C propagator writes, without its carrier round trip
