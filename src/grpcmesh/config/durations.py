@@ -25,7 +25,10 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. '10s' or '500ms'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str):
         text = value.strip().replace(" ", "")
         if not _WHOLE_RE.match(text):
@@ -40,7 +43,8 @@ def parse_duration(value: Any) -> float:
     else:
         raise ValueError(f"a duration must be a string such as '10s', not a {type(value).__name__}")
     if math.isnan(seconds) or not 0 <= seconds <= MAX_DURATION:
-        raise ValueError(f"{value!r} is out of range; give a duration from 0s to {int(MAX_DURATION // 3600)}h")
+        shown = repr(value) if len(repr(value)) <= 40 else "the value"
+        raise ValueError(f"{shown} is out of range; give a duration from 0s to {int(MAX_DURATION // 3600)}h")
     return seconds
 
 
