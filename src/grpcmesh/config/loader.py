@@ -19,7 +19,7 @@ from grpcmesh.config.env import apply_env_overrides
 from grpcmesh.config.interpolate import InterpolationError, interpolate
 from grpcmesh.config.models import KeyProblem, MeshConfig, known_keys
 from grpcmesh.config.paths import format_path
-from grpcmesh.config.secrets import is_secret_path
+from grpcmesh.config.secrets import is_secret_path, may_hold_secret
 from grpcmesh.errors import ConfigError, InvalidInstanceError
 
 _MAX_SHOWN_INPUT = 60
@@ -118,9 +118,11 @@ def _describe(error: Any, path: str, secret: bool) -> str:
     value = error.get("input")
     if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{message}; YAML read a number here, so write the value in quotes (e.g. '1.10')"
-    if secret:
-        return message
     shown = repr(value)
+    if secret or may_hold_secret(shown):
+        # A value under a secret's key, or one that names a secret or carries URL credentials
+        # (e.g. a section given as 'service_auth_key ...' text), is never quoted back.
+        return message
     if len(shown) > _MAX_SHOWN_INPUT:
         shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."
     return f"{message} (got {shown})"

@@ -16,10 +16,11 @@ MASK = "***"
 _SECRET_WORDS = r"pass(?:word|wd|phrase)?|pwd|secret|token|credentials?|auth|api[_-]?key|private[_-]?key|key"  # noqa: S105
 _SECRET_NAME_RE = re.compile(rf"(?:^|[_\-.\s])(?:{_SECRET_WORDS})(?:$|[_\-.\s])")
 _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
-_USERINFO_RE = re.compile(r"(?<=//)[^/?#@\s]*@")
-_BARE_USERINFO_RE = re.compile(r"^[^/?#@\s]*@")
+# Up to the last "@" before the path: a password may hold "?" or "#" (unencoded) and must still be masked.
+_USERINFO_RE = re.compile(r"(?<=//)[^/\s]*@")
+_BARE_USERINFO_RE = re.compile(r"^[^/\s]*@")
 _SECRET_QUERY_RE = re.compile(rf"([?&;][^=&;#\s]*(?:{_SECRET_WORDS})[^=&;#\s]*=)[^&;#\s]*", re.IGNORECASE)
-_SECRET_LINE_RE = re.compile(rf"(?:{_SECRET_WORDS})|//[^/\s]*@", re.IGNORECASE)
+_SECRET_LINE_RE = re.compile(rf"(?:{_SECRET_WORDS})|//[^/\s]*@|[^\s/@:]+:[^\s/@]*@", re.IGNORECASE)
 
 
 def is_secret_name(name: object) -> bool:
