@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.config import MeshConfig
-from grpcmesh.middleware.auth import auth_client_interceptors, auth_server_interceptor
+from grpcmesh.middleware.auth import DEFAULT_EXEMPT, auth_client_interceptors, auth_server_interceptor
 from grpcmesh.middleware.logging import configure_logging, logging_client_interceptors, logging_server_interceptor
 from grpcmesh.middleware.metrics import (
     ChannelStatsCollector,
@@ -62,7 +62,11 @@ class MeshMiddleware:
         if key is not None:
             secret = key.get_secret_value()
             policy = config.security.allowed_callers or None
-            self.server.append(auth_server_interceptor(secret, policy))
+            # Health stays open for probes; reflection describes every method, so it needs the key
+            # unless the config opens it (security.public_reflection).
+            public = config.security.public_reflection
+            exempt = DEFAULT_EXEMPT if public else tuple(p for p in DEFAULT_EXEMPT if ".reflection." not in p)
+            self.server.append(auth_server_interceptor(secret, policy, exempt))
             self.client.extend(auth_client_interceptors(secret, caller=service))
 
     def watch_clients(self, stats: Callable[[], Iterable[ChannelStats]]) -> None:

@@ -235,6 +235,8 @@ class SecurityConfig(_Section):
         default_factory=dict
     )
     """Caller service -> method patterns it may call; empty allows every authenticated caller."""
+    public_reflection: bool = False
+    """With ``service_auth_key`` set, also serve reflection (every method's full schema) to callers without the key."""
 
     @pydantic.model_validator(mode="after")
     def _check_tls(self) -> SecurityConfig:
