@@ -235,9 +235,13 @@ def test_alias_bombs_are_bounded(text: str, env: dict[str, str]) -> None:
 
 
 @FUZZ
-@given(st.integers(1, 5000), st.sampled_from(["[", "{a: ", "- ", "  x:\n"]))
-def test_deep_nesting_is_bounded(depth: int, opener: str) -> None:
-    check_load("service:\n  metadata: " + opener * depth + "\n", {})
+@given(st.integers(1, 5000), st.sampled_from(["[", "{a: ", "- ", "  x:\n", "- a:\n  "]), st.booleans())
+def test_deep_nesting_is_bounded(depth: int, opener: str, indented: bool) -> None:
+    if indented:  # block nesting: each level one step further right
+        body = "".join(f"{'  ' * level}k{level}:\n" for level in range(depth))
+        check_load("service:\n  metadata:\n" + body, {})
+    else:
+        check_load("service:\n  metadata: " + opener * depth + "\n", {})
 
 
 @FUZZ

@@ -71,7 +71,13 @@ def test_plain_aliases_still_work() -> None:
 
 def test_deep_nesting_is_refused() -> None:
     assert "nested more than" in config_error("x: " + "[" * (MAX_DEPTH + 5) + "]" * (MAX_DEPTH + 5) + "\n")
-    assert "ConfigError" not in config_error("x: " + "[" * 5000)  # the parser's own recursion limit
+    assert "nested more than" in config_error("x: " + "[" * 100_000)  # refused before the parser recurses
+
+
+def test_deep_block_nesting_is_refused_while_scanning() -> None:
+    body = "".join(f"{'  ' * level}k{level}:\n" for level in range(300))
+    assert "nested more than" in config_error(body)
+    assert "nested more than" in config_error("x: " + "{a: " * 100_000)
 
 
 def test_deep_python_mapping_is_refused() -> None:

@@ -26,8 +26,29 @@ MAX_DEPTH = 32
 """Deepest nesting accepted (configuration sections are at most four or five levels deep)."""
 
 
+class _TooLarge(Exception):
+    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
+        super().__init__(problem)
+        self.problem = problem
+        self.mark = mark
+
+
 class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
+    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one) and deep nesting.
+
+    Nesting is refused while scanning, before the parser and composer recurse into it (they
+    would hit Python's recursion limit, slowly, on a line of ten thousand ``[``).
+    """
+
+    def fetch_flow_collection_start(self, TokenClass: Any) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(TokenClass)
+
+    def add_indent(self, column: int) -> bool:
+        if len(self.indents) >= MAX_DEPTH:
+            raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep", self.get_mark())
+        return bool(super().add_indent(column))
 
 
 def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -50,13 +71,6 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-class _TooLarge(Exception):
-    def __init__(self, problem: str, mark: yaml.Mark | None) -> None:
-        super().__init__(problem)
-        self.problem = problem
-        self.mark = mark
 
 
 def load_yaml(text: str, source: str) -> Any:

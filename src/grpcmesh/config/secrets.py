@@ -19,7 +19,7 @@ _CAMEL_RE = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # Up to the last "@" before the path: a password may hold "?" or "#" (unencoded) and must still be masked.
 _USERINFO_RE = re.compile(r"(?<=//)[^/\s]*@")
 _BARE_USERINFO_RE = re.compile(r"^[^/\s]*@")
-_SECRET_QUERY_RE = re.compile(rf"([?&;][^=&;#\s]*(?:{_SECRET_WORDS})[^=&;#\s]*=)[^&;#\s]*", re.IGNORECASE)
+_SECRET_QUERY_RE = re.compile(rf"([?&;][^=&;#\s]*(?:{_SECRET_WORDS})[^=&;#\s]*=)[^&;\s]*", re.IGNORECASE)
 _SECRET_LINE_RE = re.compile(rf"(?:{_SECRET_WORDS})|//[^/\s]*@|[^\s/@:]+:[^\s/@]*@", re.IGNORECASE)
 
 
