@@ -164,6 +164,10 @@ def test_malformed_reference_in_a_secret_is_not_quoted() -> None:
     message = config_error({"security": {"service_auth_key": "ab${" + CANARY + "}"}})
     assert "security.service_auth_key" in message
     assert CANARY not in message
+    message = config_error({"registry": {"url": "etcd://user:${" + CANARY + "}@h:2379"}})
+    assert "registry.url" in message
+    assert CANARY not in message
+    assert "'${not a name}'" in config_error({"service": {"name": "${not a name}"}})
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ from typing import Any
 
 from grpcmesh.config.documents import MAX_BYTES, MAX_DEPTH, MAX_NODES
 from grpcmesh.config.paths import format_path
-from grpcmesh.config.secrets import is_secret_path
+from grpcmesh.config.secrets import is_secret_path, may_hold_secret
 
 MAX_NESTING = 8
 """Deepest ``${A:-${B:-...}}`` nesting accepted."""
@@ -91,7 +91,7 @@ def _substitute(text: str, env: Mapping[str, str], path: tuple[str | int, ...], 
                 raise InterpolationError(
                     format_path(path), "'${' has no closing '}'; write ${NAME} (use $$ for a literal $)"
                 )
-            out.append(_resolve(text[dollar + 2 : end], env, path, nesting))
+            out.append(_resolve(text[dollar + 2 : end], env, path, nesting, hide=_hides(text, path)))
             position = end + 1
         else:
             out.append("$")
@@ -120,11 +120,15 @@ def _closing_brace(text: str, start: int) -> int:
     return -1
 
 
-def _resolve(expression: str, env: Mapping[str, str], path: tuple[str | int, ...], nesting: int) -> str:
+def _hides(text: str, path: tuple[str | int, ...]) -> bool:
+    """A secret's text (or a URL's credentials) must not reach a message, even a malformed piece of it."""
+    return is_secret_path(path) or may_hold_secret(text)
+
+
+def _resolve(expression: str, env: Mapping[str, str], path: tuple[str | int, ...], nesting: int, hide: bool) -> str:
     name, has_default, default = expression.partition(":-")
     if not _NAME_RE.match(name):
-        # A secret's text must not reach the message, even a malformed piece of it.
-        shown = "this reference" if is_secret_path(path) else f"'${{{expression}}}'"
+        shown = "this reference" if hide else f"'${{{expression}}}'"
         raise InterpolationError(
             format_path(path),
             f"{shown} is not a variable reference; write ${{NAME}} or ${{NAME:-default}} (use $$ for a literal $)",
