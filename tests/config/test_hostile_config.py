@@ -232,6 +232,16 @@ def test_out_of_range_durations_are_config_errors(value: object) -> None:
     assert "registry.check_interval" in config_error({"registry": {"check_interval": value}})
 
 
+@pytest.mark.parametrize("value", ["1_000", "1 0s", "1e3s", " ", ""])
+def test_odd_duration_texts_are_refused(value: str) -> None:
+    assert "registry.check_interval" in config_error({"registry": {"check_interval": value}})
+
+
+def test_duration_parts_may_be_spaced_and_check_interval_must_be_positive() -> None:
+    assert parse_config({"registry": {"check_interval": "1m 30s"}}, env={}).registry.check_interval == 90.0
+    assert "must be more than 0s" in config_error({"registry": {"check_interval": 0}})
+
+
 def test_empty_certificate_paths_are_refused() -> None:
     message = config_error({"security": {"tls_enabled": True, "cert_file": "", "key_file": " "}})
     assert "security.cert_file" in message

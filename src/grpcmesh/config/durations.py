@@ -30,9 +30,12 @@ def parse_duration(value: Any) -> float:
         except OverflowError:
             seconds = math.inf
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
+        # Spaces may separate parts ("1m 30s"), never digits ("1 0s"); no "1_000" either.
+        text = re.sub(r"(?<=[a-z])\s+", "", value.strip())
         if not _WHOLE_RE.match(text):
             try:
+                if "_" in text:
+                    raise ValueError(text)
                 seconds = float(text)
             except ValueError:
                 raise ValueError(

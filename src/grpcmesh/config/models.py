@@ -171,6 +171,8 @@ class RegistryConfig(_Section):
             raise KeyProblem("type", f"is required with address; one of {', '.join(REGISTRY_TYPES)}")
         elif self.type in ("etcd", "consul") and not self.address:
             raise KeyProblem("address", f"is required for type {self.type}, e.g. localhost:{_PORTS[self.type]}")
+        if self.check_interval <= 0:
+            raise KeyProblem("check_interval", "must be more than 0s, e.g. 10s")
         if self.deregister_after < 1.0:
             raise KeyProblem("deregister_after", "must be at least 1s so heartbeats can keep the registration alive")
         return self
