@@ -185,6 +185,32 @@ def test_registry_url_errors_mask_credentials(url: str) -> None:
     assert CANARY not in message
 
 
+@pytest.mark.parametrize(
+    ("registry", "problem"),
+    [
+        ({"url": "etcd://[::1"}, "registry.url: 'etcd://[::1' is not a valid URL"),
+        ({"url": f"etcd://u:{CANARY}@[::1"}, "registry.url: 'etcd://***@[::1' is not a valid URL"),
+        ({"url": "consul://host:99999"}, "registry.url: port '99999'"),
+        ({"url": "etcd://a:2379,b:0"}, "registry.url: port '0'"),
+        ({"url": "etcd://h:abc"}, "registry.url: port 'abc'"),
+        ({"type": "consul", "address": "host:70000"}, "registry.address: port '70000'"),
+    ],
+)
+def test_registry_url_hosts_and_ports_are_checked(registry: dict[str, str], problem: str) -> None:
+    assert problem in config_error({"registry": registry})
+
+
+def test_registry_url_forms_still_accepted() -> None:
+    for url in (
+        "etcd://a:2379,b:2379",
+        "etcd://[::1]:2379",
+        "consul://localhost:8500",
+        "sqlite:///tmp/x.db",
+        "memory://",
+    ):
+        assert parse_config({"registry": {"url": url}}, env={}).registry.resolved_url == url
+
+
 def test_registry_url_and_address_credentials_are_masked_in_renderings() -> None:
     config = parse_config({"registry": {"url": f"etcd://user:{CANARY}@h:2379/?token={CANARY}"}}, env={})
     for text in (repr(config), str(config), config.model_dump_json()):

@@ -171,6 +171,8 @@ class RegistryConfig(_Section):
             raise KeyProblem("type", f"is required with address; one of {', '.join(REGISTRY_TYPES)}")
         elif self.type in ("etcd", "consul") and not self.address:
             raise KeyProblem("address", f"is required for type {self.type}, e.g. localhost:{_PORTS[self.type]}")
+        elif self.type in ("etcd", "consul"):
+            _check_registry_url(self.resolved_url, "address")
         if self.check_interval <= 0:
             raise KeyProblem("check_interval", "must be more than 0s, e.g. 10s")
         if self.deregister_after < 1.0:
@@ -195,15 +197,27 @@ class RegistryConfig(_Section):
 _PORTS = {"etcd": 2379, "consul": 8500}
 
 
-def _check_registry_url(url: str) -> None:
+def _check_registry_url(url: str, key: str = "url") -> None:
     if "://" not in url and not url.startswith("sqlite:"):
         raise KeyProblem(
-            "url", f"{redact_address(url)!r} has no scheme; use e.g. sqlite:///path/registry.db or etcd://host:2379"
+            key, f"{redact_address(url)!r} has no scheme; use e.g. sqlite:///path/registry.db or etcd://host:2379"
         )
-    scheme = urlsplit(url).scheme
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise KeyProblem(key, f"{redact_url(url)!r} is not a valid URL (an IPv6 host goes in [brackets])") from None
     known = sorted(set(REGISTRY_TYPES) | set(BACKENDS))
-    if scheme not in known:
-        raise KeyProblem("url", f"unknown registry scheme {scheme!r}; use one of {', '.join(s + '://' for s in known)}")
+    if parts.scheme not in known:
+        raise KeyProblem(
+            key, f"unknown registry scheme {parts.scheme!r}; use one of {', '.join(s + '://' for s in known)}"
+        )
+    if parts.scheme in ("etcd", "consul"):
+        hosts = parts.netloc.rpartition("@")[2]  # never look at (or show) credentials
+        for host in filter(None, hosts.split(",")):  # etcd takes several endpoints
+            after_host = host.rsplit("]", 1)[-1]
+            port = after_host.rpartition(":")[2] if ":" in after_host else ""
+            if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+                raise KeyProblem(key, f"port {port!r} in {host!r} is not a TCP port; use 1-65535")
 
 
 class DependencyConfig(_Section):
