@@ -64,10 +64,15 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[An
             ) from None
         if duplicate:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark
+                None, None, f"key {_short(key)} appears twice in one mapping; keep one", key_node.start_mark
             )
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
+
+
+def _short(key: Any) -> str:
+    shown = repr(key)
+    return shown if len(shown) <= 60 else shown[:57] + "..."
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)

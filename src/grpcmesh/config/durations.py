@@ -1,6 +1,6 @@
 """Durations as written in configuration files: ``"10s"``, ``"500ms"``, ``"1m30s"``, or plain seconds.
 
-Configuration keeps the seed's Go-style duration strings; in code every duration is a
+Configuration keeps Go-style duration strings (as in the original Go design); in code every duration is a
 ``float`` of seconds, so nothing downstream needs to parse units again.
 """
 

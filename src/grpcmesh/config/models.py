@@ -1,7 +1,7 @@
-"""The configuration file's sections as pydantic models (the seed's YAML, plus a few keys).
+"""The configuration file's sections as pydantic models (the original Go design's YAML, plus a few keys).
 
 Every model is frozen and forbids unknown keys, so a typo is an error rather than a
-silently ignored setting. Key names follow the seed (``registry.check_interval``,
+silently ignored setting. Key names follow the original Go design (``registry.check_interval``,
 ``security.service_auth_key``, ``metrics.prometheus_port``...).
 """
 
@@ -21,7 +21,7 @@ from grpcmesh.model import DEFAULT_WEIGHT, MAX_WEIGHT, check_address, check_serv
 from grpcmesh.registry import BACKENDS
 
 REGISTRY_TYPES = ("memory", "sqlite", "etcd", "consul")
-"""The seed's ``registry.type`` values; each maps to the ``open_registry`` URL scheme of the same name."""
+"""The original ``registry.type`` values; each maps to the ``open_registry`` URL scheme of the same name."""
 
 DEFAULT_REGISTRY_URL = "sqlite://"
 _VERSION_RE = re.compile(r"^\S{0,64}$")
@@ -134,7 +134,7 @@ class ServiceConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """``registry:`` — where instances are registered, as the seed's ``type``/``address`` or a ``url``."""
+    """``registry:`` — where instances are registered, as ``type``/``address`` (the original form) or a ``url``."""
 
     type: Literal["memory", "sqlite", "etcd", "consul"] | None = None
     address: str | None = None
@@ -287,7 +287,7 @@ class TracingConfig(_Section):
 
     @property
     def endpoint(self) -> str | None:
-        """Where spans go: ``otlp_endpoint``, else the seed's ``jaeger_endpoint``."""
+        """Where spans go: ``otlp_endpoint``, else the original ``jaeger_endpoint``."""
         return self.otlp_endpoint or self.jaeger_endpoint
 
 
@@ -300,7 +300,7 @@ class MetricsConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    """``logging:`` — one structured line per call (not in the seed; grpc_zap's role there)."""
+    """``logging:`` — one structured line per call (new here; grpc_zap's role in the original Go design)."""
 
     enabled: bool = True
     format: Literal["json", "console"] = "json"
