@@ -226,12 +226,25 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "bare x3": (bare3, pids),
             "mesh x3": (MeshChannel(registry, "echo-three"), pids),
         }
-        if with_middleware:
-            for k, (label, kind, rate, access_log) in enumerate(STACKED):
-                service = f"echo-stack-{k}"
-                port, pid = await start_server(
-                    started, service, args.loop, "--stack", kind, "--sample-rate", str(rate), "--access-log", access_log
+        if with_middleware:  # the servers start side by side: their imports take seconds each
+            stacked = await asyncio.gather(
+                *(
+                    start_server(
+                        started,
+                        f"echo-stack-{k}",
+                        args.loop,
+                        "--stack",
+                        kind,
+                        "--sample-rate",
+                        str(rate),
+                        "--access-log",
+                        access_log,
+                    )
+                    for k, (_, kind, rate, access_log) in enumerate(STACKED)
                 )
+            )
+            for k, ((label, kind, rate, access_log), (port, pid)) in enumerate(zip(STACKED, stacked, strict=True)):
+                service = f"echo-stack-{k}"
                 await registry.register(ServiceInstance(name=service, id=service, address="127.0.0.1", port=port))
                 observer = _middleware.client_observer(kind, rate, access_log)
                 channels[label] = (MeshChannel(registry, service, observer=observer), [pid])
@@ -262,8 +275,10 @@ async def main(args: argparse.Namespace, report: Report) -> None:
 
             return go, server_pids
 
-        # Warm-up: connect everything, let the interpreter settle its caches.
+        # Warm-up: connect everything, let the interpreter settle its caches (a short round each).
+        warm_up, seconds = seconds, min(seconds, 0.3)
         await interleave({name: unary(name) for name in stubs}, 1, seed=0)
+        seconds = warm_up
         unary_results = await interleave({name: unary(name) for name in stubs}, rounds, seed=1)
         stream_configs = {
             f"{name} {kind}": streaming(name, kind) for name in ("bare x1", "mesh x1") for kind in ("server", "bidi")
@@ -416,6 +431,6 @@ def baseline(name: str) -> str:
 if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=1.0, help="length of one configuration's round")
-    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--concurrency", type=int, default=64, help="calls in flight")
     run(main, p.parse_args(), SCRIPT)
