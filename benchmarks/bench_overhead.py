@@ -226,25 +226,12 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "bare x3": (bare3, pids),
             "mesh x3": (MeshChannel(registry, "echo-three"), pids),
         }
-        if with_middleware:  # the servers start side by side: their imports take seconds each
-            stacked = await asyncio.gather(
-                *(
-                    start_server(
-                        started,
-                        f"echo-stack-{k}",
-                        args.loop,
-                        "--stack",
-                        kind,
-                        "--sample-rate",
-                        str(rate),
-                        "--access-log",
-                        access_log,
-                    )
-                    for k, (_, kind, rate, access_log) in enumerate(STACKED)
-                )
-            )
-            for k, ((label, kind, rate, access_log), (port, pid)) in enumerate(zip(STACKED, stacked, strict=True)):
+        if with_middleware:  # one after the other: forking while grpc's threads run needs care
+            for k, (label, kind, rate, access_log) in enumerate(STACKED):
                 service = f"echo-stack-{k}"
+                port, pid = await start_server(
+                    started, service, args.loop, "--stack", kind, "--sample-rate", str(rate), "--access-log", access_log
+                )
                 await registry.register(ServiceInstance(name=service, id=service, address="127.0.0.1", port=port))
                 observer = _middleware.client_observer(kind, rate, access_log)
                 channels[label] = (MeshChannel(registry, service, observer=observer), [pid])
