@@ -61,7 +61,7 @@ class Mesh:
         """What the config switched on: server concerns, client observation, metrics, tracer provider."""
         if registry is None or isinstance(registry, str):
             url = registry if registry is not None else self.config.registry.resolved_url
-            options = self.config.registry.options if registry is None else {}
+            options = self.config.registry.backend_options() if registry is None else {}
             self.registry: Registry = open_registry(url, **options)
             self._owns_registry = True
         else:

@@ -6,6 +6,10 @@ wrapper per method, built once) and the client concerns one
 :class:`~grpcmesh.middleware.client_side.ClientObservation` per call inside ``MeshChannel``.
 Order on both sides: tracing (so everything after it sees the trace id), logging, metrics
 (unauthenticated calls are counted too), auth. Recovery is the server wrapper's own.
+
+A new concern is added here, in its place in that order: its ``ServerConcern`` to
+``server_concerns`` and its client observer to the observation's list, switched on by its
+config section. Every server and channel of the mesh then runs it, with no interceptor.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from prometheus_client import CollectorRegistry
 
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.config import MeshConfig
-from grpcmesh.middleware.auth import ClientAuth, ServerAuth
+from grpcmesh.middleware.auth import DEFAULT_EXEMPT, ClientAuth, ServerAuth
 from grpcmesh.middleware.client_side import ClientObservation, ClientObserver
 from grpcmesh.middleware.logging import AccessLog, configure_logging
 from grpcmesh.middleware.metrics import ChannelStatsCollector, GrpcMetrics, MetricsServer
@@ -79,7 +83,12 @@ class MeshMiddleware:
         key = config.security.service_auth_key
         if key is not None:
             secret = key.get_secret_value()
-            self.server_concerns.append(ServerAuth(secret, config.security.allowed_callers or None).server_concern())
+            # Health stays open for probes; reflection describes every method, so it needs the key
+            # unless the config opens it (security.public_reflection).
+            public = config.security.public_reflection
+            exempt = DEFAULT_EXEMPT if public else tuple(p for p in DEFAULT_EXEMPT if ".reflection." not in p)
+            auth = ServerAuth(secret, config.security.allowed_callers or None, exempt)
+            self.server_concerns.append(auth.server_concern())
             client.append(ClientAuth(secret, caller=service).observe_client)
         self.client_observation: ClientObservation | None = ClientObservation(client, service or "") if client else None
         """What every channel of the mesh runs once per call (``None``: nothing to observe)."""

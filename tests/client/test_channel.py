@@ -280,3 +280,54 @@ async def test_mesh_observation_runs_once_per_call_and_names_caller_and_callee(
     }
     assert metrics_registry.get_sample_value("grpc_client_started_total", labels) == 2
     assert metrics_registry.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": "NOT_FOUND"}) == 1
+
+
+async def test_observation_learns_the_status_of_streams_left_unread(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    """The observation records what the caller would see from ``code()``, read to the end or not."""
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+
+    codes: list[grpc.StatusCode | None] = []
+
+    def observe(call: ClientCall) -> Any:
+        return lambda done: codes.append(done.code)
+
+    async with MeshChannel(registry, "recording", observer=ClientObservation([observe])) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        cancelled = stub.ServerStream(echo_pb2.EchoRequest(count=3), timeout=5)
+        assert (await cancelled.read()).index == 0
+        cancelled.cancel()  # the caller gives up after one message
+        await _until(lambda: len(codes) == 1)
+        # Left unread, a stream ends only at its deadline (grpc delivers the status after the
+        # messages): 0.5 s, a floor for the status, not a bound on anything measured.
+        unread = stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=0.5)
+        assert (await unread.read()).index == 0
+        await _until(lambda: len(codes) == 2)
+        complete = stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=5)
+        assert [r.index async for r in complete] == [0, 1]
+        await _until(lambda: len(codes) == 3)
+        assert codes == [grpc.StatusCode.CANCELLED, await unread.code(), await complete.code()]
+    assert codes[1:] == [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK]
+
+
+async def test_observation_of_a_refused_client_stream_matches_what_the_caller_gets(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+
+    codes: list[grpc.StatusCode | None] = []
+
+    def observe(call: ClientCall) -> Any:
+        return lambda done: codes.append(done.code)
+
+    async with MeshChannel(registry, "recording", observer=ClientObservation([observe])) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for attempt in range(5):
+            upload: Any = stub.ClientStream(timeout=5)
+            await upload.write(echo_pb2.EchoRequest(message="a", fail_code=grpc.StatusCode.NOT_FOUND.value[0]))
+            await upload.done_writing()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await upload
+            await _until(lambda attempt=attempt: len(codes) == attempt + 1)  # type: ignore[misc]
+            assert codes[-1] is failure.value.code()

@@ -117,3 +117,30 @@ async def test_grpc_status_of_unsampled_failures_is_unchanged() -> None:
             await stub.Unary(echo_pb2.EchoRequest(fail_code=grpc.StatusCode.NOT_FOUND.value[0]), timeout=5)
         assert failure.value.code() is grpc.StatusCode.NOT_FOUND
     assert provider.asked == 0
+
+
+async def test_tracestate_travels_with_a_sampled_trace() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
+
+    client, server = CountingProvider("client", 1.0), CountingProvider("server", 1.0)
+    seeing = Seeing("s")
+    caller = SpanContext(
+        0x0AF7651916CD43DD8448EB211C80319C,
+        0xB7AD6B7169203331,
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED),
+        trace_state=TraceState([("vendor", "opaque-value")]),
+    )
+    async with (
+        echo_server([tracing_server_interceptor(server.provider)], servicer=seeing) as port,
+        echo_stub(port, tracing_client_interceptors(client.provider)) as stub,
+    ):
+        with trace.use_span(NonRecordingSpan(caller)):
+            await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+    server.provider.force_flush()
+    [server_span] = server.exporter.get_finished_spans()
+    assert server_span.context.trace_id == caller.trace_id
+    assert server_span.context.trace_state.get("vendor") == "opaque-value"
+    assert seeing.received[0] is not None
+    assert seeing.received[0].startswith("00-0af7651916cd43dd8448eb211c80319c-")

@@ -130,6 +130,7 @@ class _MeshCall:
         self._started = 0.0
         self._first: Any = _NOTHING
         self._ended = False
+        self._status_task: asyncio.Task[None] | None = None
         self._finish = host.begin_call(spec, options)
         self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish())
         self._task.add_done_callback(_mark_retrieved)
@@ -249,15 +250,23 @@ class _MeshCall:
         if call.cancelled():
             self._end_call(asyncio.CancelledError())
             return
-        asyncio.get_running_loop().create_task(self._end_call_with_status(call)).add_done_callback(_mark_retrieved)
+        task = asyncio.get_running_loop().create_task(self._end_call_with_status(call))
+        task.add_done_callback(_mark_retrieved)
+        self._status_task = task  # held: the loop keeps only a weak reference to tasks
 
     async def _end_call_with_status(self, call: Any) -> None:
         try:
-            code = await call.code()
+            if self._spec.kind is RpcType.CLIENT_STREAM:
+                # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
+                # say INTERNAL for a client stream the server ended while it was still writing.
+                await call
+                code = grpc.StatusCode.OK
+            else:
+                code = await call.code()
         except BaseException as error:  # any failure is the call's status
             self._end_call(error)
             return
-        if code is grpc.StatusCode.OK or self._ended:
+        if code is grpc.StatusCode.OK:
             self._end_call(None)
         else:
             self._end_call(MeshRpcError(code, await call.details()))

@@ -1,4 +1,4 @@
-"""``ClientManager`` (the seed's client connection manager): one shared channel per service and filter.
+"""``ClientManager`` (the original Go design's client connection manager): one shared channel per service and filter.
 
 Every caller asking for the same (service, version, metadata filter, policy) gets the same
 :class:`MeshChannel`, so a process keeps one set of connections per backend however many

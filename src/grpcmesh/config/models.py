@@ -1,7 +1,7 @@
-"""The configuration file's sections as pydantic models (the seed's YAML, plus a few keys).
+"""The configuration file's sections as pydantic models (the original Go design's YAML, plus a few keys).
 
 Every model is frozen and forbids unknown keys, so a typo is an error rather than a
-silently ignored setting. Key names follow the seed (``registry.check_interval``,
+silently ignored setting. Key names follow the original Go design (``registry.check_interval``,
 ``security.service_auth_key``, ``metrics.prometheus_port``...).
 """
 
@@ -16,11 +16,12 @@ from urllib.parse import urlsplit
 import pydantic
 
 from grpcmesh.config.durations import Duration
+from grpcmesh.config.secrets import is_secret_name, redact_address, redact_url
 from grpcmesh.model import DEFAULT_WEIGHT, MAX_WEIGHT, check_address, check_service_name
 from grpcmesh.registry import BACKENDS
 
 REGISTRY_TYPES = ("memory", "sqlite", "etcd", "consul")
-"""The seed's ``registry.type`` values; each maps to the ``open_registry`` URL scheme of the same name."""
+"""The original ``registry.type`` values; each maps to the ``open_registry`` URL scheme of the same name."""
 
 DEFAULT_REGISTRY_URL = "sqlite://"
 _VERSION_RE = re.compile(r"^\S{0,64}$")
@@ -38,6 +39,38 @@ class KeyProblem(ValueError):
 
 class _Section(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
+
+    def __repr_args__(self) -> Any:
+        # URLs and addresses may carry credentials (user:pass@, ?token=): masked in repr and str.
+        for name, value in super().__repr_args__():
+            yield name, _redacted(name, value)
+
+    @pydantic.model_serializer(mode="wrap")
+    def _redacted_dump(self, handler: pydantic.SerializerFunctionWrapHandler) -> Any:
+        # ...and in every dump, like the SecretStr fields.
+        data = handler(self)
+        if isinstance(data, dict):
+            return {key: _redacted(key, value) for key, value in data.items()}
+        return data
+
+
+def _redacted(name: str | None, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return redact_address(value) if name is not None and name.endswith("address") else redact_url(value)
+
+
+def _not_bool(value: Any) -> Any:
+    # pydantic reads true/false as 1/0 for numbers; in a config that is always a mistake.
+    if isinstance(value, bool):
+        raise ValueError(f"{str(value).lower()} is not a number")
+    return value
+
+
+def _file_path(value: Any) -> Any:
+    if isinstance(value, str) and (not value.strip() or "\0" in value):
+        raise ValueError("must be a file path (not empty, no NUL character)")
+    return value
 
 
 def _service_name(value: str) -> str:
@@ -64,7 +97,19 @@ def _host(value: str) -> str:
 
 ServiceName = Annotated[str, pydantic.AfterValidator(_service_name)]
 Version = Annotated[str, pydantic.AfterValidator(_version)]
-Port = Annotated[int, pydantic.AfterValidator(_port)]
+Port = Annotated[int, pydantic.BeforeValidator(_not_bool), pydantic.AfterValidator(_port)]
+Number = Annotated[float, pydantic.BeforeValidator(_not_bool)]
+FilePath = Annotated[Path, pydantic.BeforeValidator(_file_path)]
+
+
+def _option_value(value: Any) -> str | pydantic.SecretStr:
+    if not isinstance(value, (str, pydantic.SecretStr)):
+        raise ValueError("must be a string; write numbers and booleans in quotes")
+    return value
+
+
+OptionValue = Annotated[str | pydantic.SecretStr, pydantic.PlainValidator(_option_value)]
+"""A registry option: text, held as ``SecretStr`` when its name says it is a secret."""
 Host = Annotated[str, pydantic.AfterValidator(_host)]
 
 
@@ -80,7 +125,7 @@ class ServiceConfig(_Section):
     advertise_address: Host | None = None
     """Address registered for clients to dial; defaults to ``host`` (or the hostname when binding all interfaces)."""
     metadata: dict[str, str] = pydantic.Field(default_factory=dict)
-    weight: Annotated[int, pydantic.Field(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT
+    weight: Annotated[int, pydantic.BeforeValidator(_not_bool), pydantic.Field(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT
     reflection: bool = True
     shutdown_grace: Duration = 10.0
     """How long in-flight calls may run after the server stops accepting new ones."""
@@ -90,7 +135,7 @@ class ServiceConfig(_Section):
 
 
 class RegistryConfig(_Section):
-    """``registry:`` — where instances are registered, as the seed's ``type``/``address`` or a ``url``."""
+    """``registry:`` — where instances are registered, as ``type``/``address`` (the original form) or a ``url``."""
 
     type: Literal["memory", "sqlite", "etcd", "consul"] | None = None
     address: str | None = None
@@ -99,8 +144,23 @@ class RegistryConfig(_Section):
     """How often the registry checks the instance (Consul's gRPC check); heartbeat-based backends beat faster."""
     deregister_after: Duration = 30.0
     """How long a registration outlives its owner's last heartbeat (the registration TTL)."""
-    options: dict[str, str] = pydantic.Field(default_factory=dict)
-    """Extra backend options passed to ``open_registry``."""
+    options: dict[str, OptionValue] = pydantic.Field(default_factory=dict)
+    """Extra backend options passed to ``open_registry``; secret-named ones (password, token...) are SecretStr."""
+
+    @pydantic.field_validator("options")
+    @classmethod
+    def _hide_secret_options(cls, value: dict[str, OptionValue]) -> dict[str, OptionValue]:
+        return {
+            key: pydantic.SecretStr(option) if isinstance(option, str) and is_secret_name(key) else option
+            for key, option in value.items()
+        }
+
+    def backend_options(self) -> dict[str, str]:
+        """``options`` with secrets revealed, for ``open_registry(resolved_url, **backend_options())``."""
+        return {
+            key: option.get_secret_value() if isinstance(option, pydantic.SecretStr) else option
+            for key, option in self.options.items()
+        }
 
     @pydantic.model_validator(mode="after")
     def _check_location(self) -> RegistryConfig:
@@ -112,6 +172,10 @@ class RegistryConfig(_Section):
             raise KeyProblem("type", f"is required with address; one of {', '.join(REGISTRY_TYPES)}")
         elif self.type in ("etcd", "consul") and not self.address:
             raise KeyProblem("address", f"is required for type {self.type}, e.g. localhost:{_PORTS[self.type]}")
+        elif self.type in ("etcd", "consul"):
+            _check_registry_url(self.resolved_url, "address")
+        if self.check_interval <= 0:
+            raise KeyProblem("check_interval", "must be more than 0s, e.g. 10s")
         if self.deregister_after < 1.0:
             raise KeyProblem("deregister_after", "must be at least 1s so heartbeats can keep the registration alive")
         return self
@@ -134,13 +198,27 @@ class RegistryConfig(_Section):
 _PORTS = {"etcd": 2379, "consul": 8500}
 
 
-def _check_registry_url(url: str) -> None:
+def _check_registry_url(url: str, key: str = "url") -> None:
     if "://" not in url and not url.startswith("sqlite:"):
-        raise KeyProblem("url", f"{url!r} has no scheme; use e.g. sqlite:///path/registry.db or etcd://host:2379")
-    scheme = urlsplit(url).scheme
+        raise KeyProblem(
+            key, f"{redact_address(url)!r} has no scheme; use e.g. sqlite:///path/registry.db or etcd://host:2379"
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise KeyProblem(key, f"{redact_url(url)!r} is not a valid URL (an IPv6 host goes in [brackets])") from None
     known = sorted(set(REGISTRY_TYPES) | set(BACKENDS))
-    if scheme not in known:
-        raise KeyProblem("url", f"unknown registry scheme {scheme!r}; use one of {', '.join(s + '://' for s in known)}")
+    if parts.scheme not in known:
+        raise KeyProblem(
+            key, f"unknown registry scheme {parts.scheme!r}; use one of {', '.join(s + '://' for s in known)}"
+        )
+    if parts.scheme in ("etcd", "consul"):
+        hosts = parts.netloc.rpartition("@")[2]  # never look at (or show) credentials
+        for host in filter(None, hosts.split(",")):  # etcd takes several endpoints
+            after_host = host.rsplit("]", 1)[-1]
+            port = after_host.rpartition(":")[2] if ":" in after_host else ""
+            if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+                raise KeyProblem(key, f"port {port!r} in {host!r} is not a TCP port; use 1-65535")
 
 
 BALANCING_POLICIES = ("round_robin", "weighted_round_robin", "p2c", "consistent_hash")
@@ -314,9 +392,9 @@ class SecurityConfig(_Section):
 
     service_auth_key: pydantic.SecretStr | None = None
     tls_enabled: bool = False
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    ca_file: Path | None = None
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    ca_file: FilePath | None = None
     """CA bundle that signs peer certificates (needed for mTLS)."""
     client_auth: bool = False
     """Require and verify client certificates (mTLS)."""
@@ -324,6 +402,8 @@ class SecurityConfig(_Section):
         default_factory=dict
     )
     """Caller service -> method patterns it may call; empty allows every authenticated caller."""
+    public_reflection: bool = False
+    """With ``service_auth_key`` set, also serve reflection (every method's full schema) to callers without the key."""
 
     @pydantic.model_validator(mode="after")
     def _check_tls(self) -> SecurityConfig:
@@ -347,7 +427,7 @@ class TracingConfig(_Section):
     enabled: bool = False
     jaeger_endpoint: str | None = None
     otlp_endpoint: str | None = None
-    sample_rate: float = 1.0
+    sample_rate: Number = 1.0
 
     @pydantic.field_validator("sample_rate")
     @classmethod
@@ -358,7 +438,7 @@ class TracingConfig(_Section):
 
     @property
     def endpoint(self) -> str | None:
-        """Where spans go: ``otlp_endpoint``, else the seed's ``jaeger_endpoint``."""
+        """Where spans go: ``otlp_endpoint``, else the original ``jaeger_endpoint``."""
         return self.otlp_endpoint or self.jaeger_endpoint
 
 

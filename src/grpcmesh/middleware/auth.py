@@ -1,7 +1,7 @@
 """Service-to-service authentication and per-caller authorization: a server guard and a client observer.
 
-* **Shared key** (the seed's ``ServiceAuthInterceptor``): callers send the mesh's shared key
-  in metadata ``x-service-key``; the seed's name ``service-auth-key`` is accepted too. It is
+* **Shared key** (the original Go design's ``ServiceAuthInterceptor``): callers send the mesh's
+  shared key in metadata ``x-service-key``; that design's name ``service-auth-key`` is accepted too. It is
   compared in constant time (``hmac.compare_digest``); missing or wrong → UNAUTHENTICATED.
 * **Caller identity**: a caller names itself in ``x-mesh-caller`` and proves it with
   ``x-mesh-caller-token`` = ``<unix-seconds>.<hex HMAC-SHA256(key, "<caller>\\n<unix-seconds>")>``

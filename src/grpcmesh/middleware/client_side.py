@@ -35,12 +35,13 @@ class ClientCall:
     """
 
     __slots__ = (
+        "_given",
+        "_metadata",
         "callee",
         "caller",
         "code",
         "error",
         "full_method",
-        "metadata",
         "method",
         "rpc_type",
         "service",
@@ -53,14 +54,15 @@ class ClientCall:
         self,
         full_method: str,
         rpc_type: RpcType,
-        metadata: grpc.aio.Metadata,
+        metadata: Any,
         target: str | None = None,
         caller: str = "",
         callee: str = "",
     ) -> None:
         self.full_method = full_method
         self.rpc_type = rpc_type
-        self.metadata = metadata
+        self._given = metadata
+        self._metadata: grpc.aio.Metadata | None = metadata if isinstance(metadata, grpc.aio.Metadata) else None
         self.target = target
         self.caller = caller
         self.callee = callee
@@ -69,6 +71,21 @@ class ClientCall:
         self.code: grpc.StatusCode | None = None
         self.error: BaseException | None = None
         self.trace_id: str | None = None
+
+    @property
+    def metadata(self) -> grpc.aio.Metadata:
+        """The call's outgoing metadata, copied from the caller's on first use (observers that
+        only read or add nothing never pay for the copy; the caller's object is never modified)."""
+        found = self._metadata
+        if found is None:
+            given = self._given
+            found = self._metadata = grpc.aio.Metadata(*given) if given else grpc.aio.Metadata()
+        return found
+
+    @property
+    def copied_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata if an observer touched it (to send instead of the caller's), else ``None``."""
+        return self._metadata
 
     @property
     def duration(self) -> float:
@@ -114,11 +131,13 @@ class ClientObservation:
         self.caller = caller
 
     def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        # A tuple view of the caller's metadata: never modified; copied only if an observer writes.
         given = options.metadata
-        metadata = grpc.aio.Metadata(*given) if given else grpc.aio.Metadata()
-        options.metadata = metadata  # our copy: the caller's object is never modified
-        call = ClientCall(spec.method, spec.kind, metadata, None, self.caller, callee)
+        call = ClientCall(spec.method, spec.kind, tuple(given) if given else None, None, self.caller, callee)
         finishers = _start(self.observers, call)
+        copied = call.copied_metadata
+        if copied is not None:
+            options.metadata = copied
         if not finishers:
             return None
 

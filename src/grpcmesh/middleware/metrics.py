@@ -1,6 +1,6 @@
 """Prometheus metrics for gRPC calls (server and client side) and for the mesh itself.
 
-Exposes the seed's two series (``grpc_service_requests_total``, ``grpc_service_latency_seconds``)
+Exposes the original Go design's two series (``grpc_service_requests_total``, ``grpc_service_latency_seconds``)
 beside the de-facto standard names of go-grpc-prometheus (``grpc_server_handled_total`` and
 friends), so existing Grafana dashboards work unchanged. Every family lives in a
 ``CollectorRegistry`` you pass in; the global default registry is used only if you pass it.
@@ -31,7 +31,7 @@ from grpcmesh.middleware.server_side import (
 )
 
 SEED_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
-"""The seed's ``grpc_service_latency_seconds`` buckets."""
+"""The original Go design's ``grpc_service_latency_seconds`` buckets."""
 
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Prometheus' default buckets, as go-grpc-prometheus uses for ``grpc_*_handling_seconds``."""

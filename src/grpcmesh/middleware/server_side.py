@@ -15,6 +15,10 @@ one wrapper, in order:
 4. the finish hooks, in reverse order.
 
 A concern's ``applies(method)`` is asked once per method (auth exempts health and reflection).
+Observers and guards run in the handler's own task, so a concern can set context variables the
+handler (and the calls it makes) will see, e.g. the incoming deadline or request metadata, and
+reset them in its finish hook (tracing carries an unsampled trace this way); a guard is where
+admission (load shedding) refuses a call before the handler runs.
 A failing observer is logged and skipped: it never fails the call. For code that is not a
 ``MeshServer``, :class:`ServerObservingInterceptor` runs the same pipeline as one grpc.aio
 interceptor.

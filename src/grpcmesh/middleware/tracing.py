@@ -35,12 +35,10 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
 from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware.behavior import iter_metadata
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.server_side import (
     SERVER_ERROR_CODES,
@@ -59,9 +57,6 @@ from grpcmesh.middleware.trace_context import (
     unsampled_traceparent,
 )
 
-_PROPAGATOR = TraceContextTextMapPropagator()
-"""W3C trace context, used explicitly so no global propagator configuration is needed."""
-
 _INSTRUMENTATION = "grpcmesh.middleware.tracing"
 
 JAEGER_COLLECTOR_PORT = 14268
@@ -69,7 +64,7 @@ OTLP_GRPC_PORT = 4317
 
 
 def otlp_endpoint(endpoint: str) -> str:
-    """Map the seed's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
+    """Map the original Go design's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
 
     Jaeger has accepted OTLP on port 4317 since 1.35, so only the port changes; any other
     URL (``http://collector:4317``, ``collector:4317``) is taken as an OTLP endpoint already.
@@ -95,7 +90,7 @@ def setup_tracing(
 ) -> TracerProvider:
     """A ``TracerProvider`` for one service; not installed globally (pass it to the interceptors).
 
-    ``endpoint`` (OTLP/gRPC, or the seed's Jaeger collector URL) adds an OTLP exporter;
+    ``endpoint`` (OTLP/gRPC, or a Jaeger collector URL) adds an OTLP exporter;
     ``exporter`` adds any other (e.g. ``InMemorySpanExporter`` in tests). ``sample_rate`` starts
     new traces with that probability and follows the caller's decision otherwise
     (``ParentBased(TraceIdRatioBased)``), so a trace is never cut in half between services.
@@ -175,8 +170,20 @@ def _attributes(service: str, method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
-def _carrier(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
-    return {key: value for key, value in iter_metadata(metadata) if isinstance(value, str)}
+TRACESTATE = "tracestate"
+
+
+def _remote_parent(parsed: tuple[str, str, bool], tracestate: str | None) -> otel_context.Context:
+    """The caller's span as a remote parent, from an already parsed ``traceparent``."""
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    parent = SpanContext(
+        int(parsed[0], 16),
+        int(parsed[1], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if parsed[2] else TraceFlags.DEFAULT),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 class Tracing:
@@ -214,7 +221,7 @@ class Tracing:
             return lambda _call: carried.reset(carried_token)
         # start_span + an explicit attach is what start_as_current_span does, without its two
         # generator-based context managers.
-        parent = _PROPAGATOR.extract(_carrier(call.metadata)) if parsed is not None else otel_context.Context()
+        parent = _remote_parent(parsed, call.header(TRACESTATE)) if parsed is not None else otel_context.Context()
         attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
         request_id = current_request_id() or call.header(REQUEST_ID_HEADER)
         if request_id is not None:
@@ -270,12 +277,13 @@ class Tracing:
             forced,
             attributes=_client_attributes(call),
         )
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-        for key, value in carrier.items():
-            call.metadata.set_all(key, [value])
         context = span.get_span_context()
-        call.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        if context.is_valid:  # what the W3C propagator writes, without its carrier round trip
+            trace_id = format(context.trace_id, "032x")
+            call.metadata.set_all(TRACEPARENT, [f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"])
+            if context.trace_state:
+                call.metadata.set_all(TRACESTATE, [context.trace_state.to_header()])
+            call.trace_id = trace_id
 
         def finish(done: ClientCall) -> None:
             if span.is_recording():  # an unsampled span records nothing: skip building it
