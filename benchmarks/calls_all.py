@@ -38,8 +38,8 @@ shared machine in most runs, and admitted calls still queue behind the refusals 
 times the unloaded one). For cheaper handlers (4 ms) the refusals cost relatively more. The
 in-flight floor trades one goal for the other: with `minimum_in_flight: 1` admitted calls kept
 the unloaded latency (p50 17.6 ms, p99 2.9x) but the server sat a third idle (goodput 0.58, one
-handler at a time awaiting its I/O); with the default 2, goodput 0.82 and p99 6.5x (one run
-each on the loaded machine). Hence
+handler at a time awaiting its I/O); with the default 2, goodput 0.77-0.88 and p99 6.5-8x
+over four runs on the loaded machine. Hence
 the library ships it off; turn it on (`service.load_shedding.enabled: true`) where calls cost
 well over a millisecond and a fast refusal is better for callers than a late answer.
 """
