@@ -10,10 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from grpcmesh.client.channel import ChannelStats
@@ -26,7 +25,9 @@ from grpcmesh.middleware.metrics import (
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
-from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("grpcmesh.mesh")
 
@@ -44,6 +45,15 @@ class MeshMiddleware:
         self._metrics = config.metrics
 
         if config.tracing.enabled:
+            from grpcmesh._extras import require
+
+            require("opentelemetry.sdk.trace", "otel", "tracing (tracing.enabled)")
+            from grpcmesh.middleware.tracing import (
+                setup_tracing,
+                tracing_client_interceptors,
+                tracing_server_interceptor,
+            )
+
             self.tracer_provider = setup_tracing(
                 service or "grpcmesh-client", endpoint=config.tracing.endpoint, sample_rate=config.tracing.sample_rate
             )

@@ -178,10 +178,10 @@ class SecurityConfig(_Section):
     def _check_tls(self) -> SecurityConfig:
         if self.service_auth_key is not None and not self.service_auth_key.get_secret_value():
             raise KeyProblem("service_auth_key", "is empty; give a secret, or remove the key to disable auth")
-        if self.tls_enabled:
-            for key in ("cert_file", "key_file"):
-                if getattr(self, key) is None:
-                    raise KeyProblem(key, "is required when tls_enabled is true")
+        if self.tls_enabled and (self.cert_file is None) != (self.key_file is None):
+            # A server needs both (checked where it is built); a call-only client may give neither.
+            missing = "key_file" if self.key_file is None else "cert_file"
+            raise KeyProblem(missing, "is required with the other of cert_file/key_file")
         if self.client_auth:
             if not self.tls_enabled:
                 raise KeyProblem("client_auth", "needs tls_enabled: true")

@@ -5,6 +5,8 @@ Each piece is one module with a small constructor taking plain arguments:
 ``logging`` (structlog) and ``auth`` (shared service key, signed caller identity, per-caller policy).
 """
 
+from typing import Any
+
 from grpcmesh.middleware.auth import (
     CALLER_HEADER,
     CALLER_TOKEN_HEADER,
@@ -30,7 +32,21 @@ from grpcmesh.middleware.metrics import (
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
-from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
+
+_TRACING_NAMES = frozenset({"setup_tracing", "tracing_client_interceptors", "tracing_server_interceptor"})
+
+
+def __getattr__(name: str) -> Any:
+    """Tracing needs the ``[otel]`` extra, so it is imported only when one of its names is used."""
+    if name in _TRACING_NAMES:
+        from grpcmesh._extras import require
+
+        require("opentelemetry.sdk.trace", "otel", "tracing")
+        from grpcmesh.middleware import tracing
+
+        return getattr(tracing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CALLER_HEADER",

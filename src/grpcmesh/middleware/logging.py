@@ -29,7 +29,7 @@ from grpcmesh.middleware._calls import (
     ServerObservingInterceptor,
     client_interceptors,
 )
-from grpcmesh.middleware.tracing import SERVER_ERROR_CODES, current_trace_id, trace_id_of
+from grpcmesh.middleware.trace_ids import SERVER_ERROR_CODES, current_trace_id, trace_id_of
 
 ACCESS_LOGGER = "grpcmesh.rpc"
 

@@ -8,13 +8,14 @@ friends), so existing Grafana dashboards work unchanged. Every family lives in a
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import grpc
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -242,41 +243,61 @@ _CHANNEL_FAMILIES: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamil
 )
 
 
+_REQUEST_TIMEOUT = 10.0
+"""Seconds a scraper gets to send its request line and headers."""
+
+
 class MetricsServer:
-    """An asyncio HTTP server exposing one registry at ``/metrics`` (bound to 127.0.0.1 by default)."""
+    """An asyncio HTTP server exposing one registry at ``/metrics`` (bound to 127.0.0.1 by default).
+
+    A few lines of HTTP/1.0 on ``asyncio.start_server`` rather than a web framework, so the
+    core install (every service exposes metrics) needs no HTTP library.
+    """
 
     def __init__(self, registry: CollectorRegistry, port: int = 0, host: str = "127.0.0.1") -> None:
         self._registry = registry
         self._host = host
         self._requested_port = port
-        self._runner: web.AppRunner | None = None
+        self._server: asyncio.Server | None = None
         self.port: int | None = None
         """The bound port once started (useful with ``port=0``)."""
 
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request_line = await asyncio.wait_for(reader.readline(), _REQUEST_TIMEOUT)
+            while True:  # drain the headers; the scrape needs none of them
+                line = await asyncio.wait_for(reader.readline(), _REQUEST_TIMEOUT)
+                if line in (b"\r\n", b"\n", b""):
+                    break
+            parts = request_line.split()
+            if len(parts) >= 2 and parts[0] in (b"GET", b"HEAD") and parts[1].split(b"?")[0] == b"/metrics":
+                body = generate_latest(self._registry)
+                head = f"HTTP/1.0 200 OK\r\nContent-Type: {CONTENT_TYPE_LATEST}\r\n"
+                if parts[0] == b"HEAD":
+                    body = b""
+            else:
+                body = b"not found\n"
+                head = "HTTP/1.0 404 Not Found\r\nContent-Type: text/plain\r\n"
+            writer.write(f"{head}Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+            pass  # a slow, vanished or garbled scraper: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
 
     async def start(self) -> None:
-        if self._runner is not None:
+        if self._server is not None:
             return
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
+        self._server = await asyncio.start_server(self._serve, self._host, self._requested_port)
+        self.port = int(self._server.sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
+        if self._server is not None:
+            server, self._server = self._server, None
+            server.close()
+            await server.wait_closed()
 
     async def __aenter__(self) -> MetricsServer:
         await self.start()

@@ -36,23 +36,13 @@ from grpcmesh.middleware._calls import (
     client_interceptors,
     iter_metadata,
 )
+from grpcmesh.middleware.trace_ids import SERVER_ERROR_CODES
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 """W3C trace context, used explicitly so no global propagator configuration is needed."""
 
 _INSTRUMENTATION = "grpcmesh.middleware.tracing"
 
-SERVER_ERROR_CODES = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-"""Codes that mark a *server* span as an error (semantic conventions); a client span errs on any non-OK."""
 
 JAEGER_COLLECTOR_PORT = 14268
 OTLP_GRPC_PORT = 4317
