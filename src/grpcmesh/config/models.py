@@ -180,8 +180,10 @@ class SecurityConfig(_Section):
             raise KeyProblem("service_auth_key", "is empty; give a secret, or remove the key to disable auth")
         if self.tls_enabled and (self.cert_file is None) != (self.key_file is None):
             # A server needs both (checked where it is built); a call-only client may give neither.
-            missing = "key_file" if self.key_file is None else "cert_file"
-            raise KeyProblem(missing, "is required with the other of cert_file/key_file")
+            missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
+            raise KeyProblem(
+                missing, f"is required with {given} when tls_enabled is true (a call-only client may give neither)"
+            )
         if self.client_auth:
             if not self.tls_enabled:
                 raise KeyProblem("client_auth", "needs tls_enabled: true")

@@ -6,13 +6,20 @@ only when one of its names is used.
 
 from typing import Any
 
-from grpcmesh.security.tls import client_credentials, mesh_channel_credentials, peer_identities, server_credentials
+from grpcmesh.security.tls import (
+    client_credentials,
+    handshake_hint,
+    mesh_channel_credentials,
+    peer_identities,
+    server_credentials,
+)
 
 __all__ = [
     "DevCerts",
     "ServiceCert",
     "client_credentials",
     "generate_dev_certs",
+    "handshake_hint",
     "mesh_channel_credentials",
     "peer_identities",
     "server_credentials",
