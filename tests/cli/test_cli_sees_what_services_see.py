@@ -16,8 +16,8 @@ import pytest
 from grpcmesh import Mesh, ServiceInstance, open_registry
 from grpcmesh.protos import echo_pb2_grpc
 from grpcmesh.testing import EchoServicer
-from tests.cli.test_registry_cmds import run_cli
 from tests import pki as test_pki
+from tests.cli.test_registry_cmds import run_cli
 
 MARKUP_VERSION = "[/x]v1[bold]"
 """A version the model accepts that rich would read as markup (a closing tag with no opening one)."""
@@ -131,7 +131,9 @@ async def mtls_service(tmp_path: Path, pki: test_pki.TestPki) -> AsyncIterator[s
             yield url
 
 
-async def test_health_and_call_against_an_mtls_service(mtls_service: str, pki: test_pki.TestPki, tmp_path: Path) -> None:
+async def test_health_and_call_against_an_mtls_service(
+    mtls_service: str, pki: test_pki.TestPki, tmp_path: Path
+) -> None:
     url = mtls_service
     tls = ["--ca", str(pki.ca), "--cert", str(pki.client_cert), "--key", str(pki.client_key)]
     code, out, err = await cli("health", "echo-service", "--json", "--registry", url, *tls)
