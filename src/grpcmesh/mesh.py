@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.errors import ConfigError
+from grpcmesh.lifecycle_log import install_lifecycle_logging
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
 from grpcmesh.security.tls import mesh_channel_credentials
@@ -51,6 +52,7 @@ class Mesh:
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else MeshConfig()
+        install_lifecycle_logging(self.config.logging)
         self.middleware = MeshMiddleware(self.config, metrics_registry)
         """What the config switched on: interceptors, metrics registry and endpoint, tracer provider."""
         if registry is None or isinstance(registry, str):

@@ -227,6 +227,9 @@ class LoggingConfig(_Section):
     enabled: bool = True
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    lifecycle: bool = True
+    """Print grpcmesh's lifecycle lines (listening, registered, health, shutdown) when the
+    application has not configured ``logging`` itself (see :mod:`grpcmesh.lifecycle_log`)."""
 
 
 class MeshConfig(_Section):
