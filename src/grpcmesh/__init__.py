@@ -23,7 +23,7 @@ from grpcmesh.errors import (
 from grpcmesh.mesh import Mesh
 from grpcmesh.model import HealthStatus, ServiceInstance, decode_instance, encode_instance
 from grpcmesh.registry import Registry, open_registry
-from grpcmesh.server import Dependency, HealthReport, MeshServer, check_service_health
+from grpcmesh.server import Dependency, HealthReport, MeshServer, ServerSettings, TlsFiles, check_service_health
 
 __all__ = [
     "ChannelClosedError",
@@ -49,7 +49,9 @@ __all__ = [
     "RegistryError",
     "RegistryUnavailableError",
     "ServerError",
+    "ServerSettings",
     "ServiceInstance",
+    "TlsFiles",
     "UnknownSchemeError",
     "__version__",
     "check_service_health",
