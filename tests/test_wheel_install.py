@@ -76,6 +76,11 @@ def full(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_venv(tmp_path_factory.mktemp("all"), f"{wheel}[all]")
 
 
+@pytest.fixture(scope="module")
+def cli_only(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_venv(tmp_path_factory.mktemp("cli"), f"{wheel}[cli]")
+
+
 @pytest.fixture
 def workdir(tmp_path: Path) -> Path:
     """A directory outside the checkout to run the user's commands in."""
@@ -114,6 +119,21 @@ def test_core_install_is_small_and_names_extras(core: Path, workdir: Path) -> No
     assert cli.returncode == 1
     assert "pip install 'grpcmesh[cli]'" in cli.stderr
     assert "Traceback" not in cli.stderr
+
+
+def test_cli_extra_alone(cli_only: Path, workdir: Path) -> None:
+    """With [cli] only, the core commands work and the others name their extra (no traceback)."""
+    assert not installed(cli_only, workdir) & {"aiohttp", "opentelemetry-sdk", "aetcd"}
+    listed = sh([str(cli_only / "grpcmesh"), "ls", "--json", "--registry", "sqlite:registry.db"], workdir, 120)
+    assert listed.returncode == 0, listed.stderr
+    assert listed.stdout.strip() == "[]"
+    certs = sh([str(cli_only / "grpcmesh"), "certs", "dev", "greeter", "--out", "certs"], workdir, 120)
+    assert certs.returncode == 0, certs.stderr
+    assert (workdir / "certs" / "greeter.pem").is_file()
+    dashboard = sh([str(cli_only / "grpcmesh"), "dashboard", "--port", "0"], workdir, 120)
+    assert dashboard.returncode == 1
+    assert "pip install 'grpcmesh[dashboard]'" in dashboard.stderr
+    assert "Traceback" not in dashboard.stderr
 
 
 class Collector(trace_service_pb2_grpc.TraceServiceServicer):
