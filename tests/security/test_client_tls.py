@@ -106,3 +106,17 @@ async def test_a_server_still_needs_its_cert_and_key(tmp_path: Path) -> None:
     async with Mesh.from_config(config) as mesh:
         with pytest.raises(ConfigError, match=r"cert_file and security.key_file are required to serve"):
             mesh.server()
+
+
+async def test_streamed_request_to_a_refusing_server_fails_with_its_status(
+    mtls_server: Mesh, tmp_path: Path, pki: test_pki.TestPki
+) -> None:
+    """A bidi call whose only endpoint cannot connect (no client cert) ends with gRPC's status, not a crash."""
+    async with Mesh.from_config(client_yaml(tmp_path, f"  ca_file: {pki.ca}\n")) as mesh:
+        stub = echo_pb2_grpc.EchoStub(mesh.channel("echo-service"))
+        for _ in range(3):
+            call = stub.BidiStream(timeout=5)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call.write(echo_pb2.EchoRequest(message="hi"))
+                await call.read()
+            assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
