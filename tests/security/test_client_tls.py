@@ -114,9 +114,13 @@ async def test_streamed_request_to_a_refusing_server_fails_with_its_status(
     """A bidi call whose only endpoint cannot connect (no client cert) ends with gRPC's status, not a crash."""
     async with Mesh.from_config(client_yaml(tmp_path, f"  ca_file: {pki.ca}\n")) as mesh:
         stub = echo_pb2_grpc.EchoStub(mesh.channel("echo-service"))
-        for _ in range(3):
+
+        async def exchange() -> None:
             call = stub.BidiStream(timeout=5)
+            await call.write(echo_pb2.EchoRequest(message="hi"))
+            await call.read()
+
+        for _ in range(3):
             with pytest.raises(grpc.aio.AioRpcError) as info:
-                await call.write(echo_pb2.EchoRequest(message="hi"))
-                await call.read()
+                await exchange()
             assert info.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
