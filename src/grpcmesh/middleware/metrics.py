@@ -259,10 +259,12 @@ class MetricsServer:
         self._host = host
         self._requested_port = port
         self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.StreamWriter] = set()
         self.port: int | None = None
         """The bound port once started (useful with ``port=0``)."""
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._clients.add(writer)
         try:
             request_line = await asyncio.wait_for(reader.readline(), _REQUEST_TIMEOUT)
             while True:  # drain the headers; the scrape needs none of them
@@ -283,6 +285,7 @@ class MetricsServer:
         except (TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
             pass  # a slow, vanished or garbled scraper: nothing to answer
         finally:
+            self._clients.discard(writer)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()
@@ -297,6 +300,8 @@ class MetricsServer:
         if self._server is not None:
             server, self._server = self._server, None
             server.close()
+            for writer in list(self._clients):  # a scraper that never finishes must not hold up shutdown
+                writer.close()
             await server.wait_closed()
 
     async def __aenter__(self) -> MetricsServer:
