@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
 
 import grpc
 import typer
@@ -42,7 +41,6 @@ ConfigOption = typer.Option(
     "--config",
     "-c",
     help="A service's YAML config: use its registry, TLS files and auth key (GRPCMESH_* overrides apply).",
-    exists=False,
 )
 
 TlsOption = typer.Option("--tls/--no-tls", help="Dial instances over TLS (default: the config's tls_enabled).")
@@ -92,15 +90,6 @@ class TlsFlags:
             return mesh_channel_credentials(self.security(base))
         except ConfigError as exc:
             raise typer.BadParameter(str(exc)) from None
-
-
-def tls_flags(
-    tls: Annotated[bool | None, TlsOption] = None,
-    ca: Annotated[Path | None, CaOption] = None,
-    cert: Annotated[Path | None, CertOption] = None,
-    key: Annotated[Path | None, KeyOption] = None,
-) -> TlsFlags:
-    return TlsFlags(tls, ca, cert, key)
 
 
 def make_console() -> Console:
