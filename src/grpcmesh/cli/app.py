@@ -27,8 +27,6 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DEFAULT_REGISTRY = "sqlite://"
-
 RegistryOption = typer.Option(
     "--registry",
     "-r",
