@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -47,10 +48,18 @@ def sh(argv: list[str], cwd: Path, timeout: float = INSTALL_TIMEOUT) -> subproce
     return subprocess.run(argv, cwd=cwd, env=clean_env(cwd), capture_output=True, text=True, timeout=timeout)
 
 
+SOURCE_IGNORE = shutil.ignore_patterns(
+    ".git", ".venv", "__pycache__", "*.pyc", ".*_cache", ".protos-stamp", "dist", "test-artifacts", "*.db"
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel, built from a copy of the source tree (the build hook writes generated code into it)."""
+    source = tmp_path_factory.mktemp("source") / "grpcmesh"
+    shutil.copytree(ROOT, source, ignore=SOURCE_IGNORE)
     out = tmp_path_factory.mktemp("wheel")
-    built = sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)], out)
+    built = sh([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)], out)
     assert built.returncode == 0, built.stderr[-3000:]
     [found] = out.glob("grpcmesh-*.whl")
     return found
