@@ -42,10 +42,11 @@ async def test_scrapes_and_hostile_clients() -> None:
         assert b"answers_total 42.0" in body
         status, _, _ = await asyncio.to_thread(fetch, f"{url}/secret")
         assert status == 404
-        assert (await raw(server.port, b"\x00\xff garbage\r\n\r\n")).startswith(b"HTTP/1.0 404")
+        garbage = await raw(server.port, b"\x00\xff garbage\r\n\r\n")
+        assert garbage == b"" or garbage.split(b" ")[1].startswith(b"4"), garbage  # refused or closed
         assert await raw(server.port, b"GET /" + b"a" * 100_000 + b" HTTP/1.1\r\n\r\n") == b""
         head = await raw(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
-        assert head.startswith(b"HTTP/1.0 200")
+        assert head.split(b" ")[1] == b"200", head
         assert head.endswith(b"\r\n\r\n")
         status, _, body = await asyncio.to_thread(fetch, f"{url}/metrics?x=1")
         assert status == 200
