@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 LINT_DIRS := $(wildcard src tests benchmarks examples scripts)
 PROTOS := $(shell find src examples -name '*.proto' 2>/dev/null)
 
-.PHONY: all venv protos test lint typecheck pytest test-newest-grpcio demo bench test-deps clean
+.PHONY: all venv protos test lint typecheck pytest test-newest-grpcio demo bench test-deps wheel clean
 
 all: test
 
@@ -52,8 +52,12 @@ test: lint typecheck pytest test-newest-grpcio
 demo: venv
 	$(VENV)/bin/grpcmesh demo
 
+# The wheel a user installs (protobuf code generated and the example shop included by scripts/hatch_build.py).
+wheel: venv
+	$(PY) -m pip wheel --no-deps -q -w dist .
+
 bench: venv test-deps
 	$(PY) benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .venv-newest-grpcio .protos-stamp .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) .venv-newest-grpcio .protos-stamp .mypy_cache .ruff_cache .pytest_cache dist

@@ -21,12 +21,13 @@ from prometheus_client import CollectorRegistry
 from grpcmesh.client import ClientManager, MeshChannel
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.config import MeshConfig, load_config
-from grpcmesh.config.models import SecurityConfig, SheddingConfig
+from grpcmesh.config.models import SheddingConfig
 from grpcmesh.context import Propagation
 from grpcmesh.errors import ConfigError
+from grpcmesh.lifecycle_log import install_lifecycle_logging
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
-from grpcmesh.security.tls import client_credentials
+from grpcmesh.security.tls import mesh_channel_credentials
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
 from grpcmesh.server.shedding import SheddingPolicy
 
@@ -57,6 +58,7 @@ class Mesh:
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else MeshConfig()
+        install_lifecycle_logging(self.config.logging)
         self.middleware = MeshMiddleware(self.config, metrics_registry)
         """What the config switched on: server concerns, client observation, metrics, tracer provider."""
         if registry is None or isinstance(registry, str):
@@ -133,7 +135,12 @@ class Mesh:
                 propagation_delay=service.propagation_delay,
             )
         security = self.config.security
-        if security.tls_enabled and security.cert_file and security.key_file and credentials is None:
+        if security.tls_enabled and credentials is None:
+            if security.cert_file is None or security.key_file is None:
+                raise ConfigError(
+                    "security.cert_file and security.key_file are required to serve with tls_enabled: true "
+                    "(a call-only client needs at most ca_file)"
+                )
             defaults["tls"] = TlsFiles(security.cert_file, security.key_file, security.ca_file, security.client_auth)
         if dependencies is None:
             deps = tuple(Dependency(d.name, d.version, d.required) for d in self.config.dependencies)
@@ -189,7 +196,7 @@ class Mesh:
             self._clients = ClientManager(
                 self.registry,
                 interceptors=self.client_interceptors,
-                credentials=_client_credentials(self.config.security),
+                credentials=mesh_channel_credentials(self.config.security),
                 observer=self.middleware.client_observation,
                 **options,
             )
@@ -228,14 +235,3 @@ def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
         minimum_in_flight=config.minimum_in_flight,
         window=config.window,
     )
-
-
-def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
-    """TLS credentials for channels when the config enables TLS (presenting our cert under mTLS)."""
-    if not security.tls_enabled:
-        return None
-    if security.ca_file is None:
-        return grpc.ssl_channel_credentials()  # the system's trusted CAs
-    if security.client_auth:
-        return client_credentials(security.ca_file, security.cert_file, security.key_file)
-    return client_credentials(security.ca_file)

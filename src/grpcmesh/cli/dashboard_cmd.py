@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from grpcmesh.cli.app import RegistryOption, app, registry_url
+from grpcmesh.cli.app import ConfigOption, RegistryOption, app, registry_url
 from grpcmesh.errors import MeshError
 
 
 @app.command("dashboard")
 def dashboard_command(
     registry: Annotated[str | None, RegistryOption] = None,
+    config: Annotated[Path | None, ConfigOption] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port; 0 picks a free one.")] = 8080,
 ) -> None:
@@ -26,7 +28,7 @@ def dashboard_command(
 
     try:
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve_dashboard(registry_url(registry), host=host, port=port, on_ready=ready))
+            asyncio.run(serve_dashboard(registry_url(registry, config), host=host, port=port, on_ready=ready))
     except MeshError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except OSError as exc:

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from grpcmesh.cli.app import RegistryOption, registry_url
+from grpcmesh.cli.app import ConfigOption, RegistryOption, registry_url
 from grpcmesh.errors import MeshError
 from grpcmesh.xds import DEFAULT_NODE_ID, XdsServer, bootstrap_json, serve_xds
 
@@ -43,6 +43,7 @@ async def _serve_until_signalled(url: str, host: str, port: int) -> None:
 @xds_app.command("serve")
 def serve_command(
     registry: Annotated[str | None, RegistryOption] = None,
+    config: Annotated[Path | None, ConfigOption] = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (0 picks a free one).")] = DEFAULT_PORT,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log every stream and NACK.")] = False,
@@ -50,7 +51,7 @@ def serve_command(
     """Run an ADS server (Listener, RouteConfiguration, Cluster, ClusterLoadAssignment) fed by the registry."""
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        asyncio.run(_serve_until_signalled(registry_url(registry), host, port))
+        asyncio.run(_serve_until_signalled(registry_url(registry, config), host, port))
     except MeshError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except KeyboardInterrupt:

@@ -184,11 +184,11 @@ class _MeshCall:
         """Streamed request: the endpoint must be connected before the caller's stream is handed over."""
         sub = await self._acquire(None)
         if not await self._host.ensure_connected(sub, self._options.deadline):
-            sub = await self._acquire({sub.id}) or sub
+            sub = await self._acquire({sub.id}, fallback=sub)  # the same one if there is no other
         call = self._start_attempt(sub, self._request)
         call.add_done_callback(self._on_grpc_done)
 
-    async def _acquire(self, exclude: set[str] | None) -> SubChannel:
+    async def _acquire(self, exclude: set[str] | None, fallback: SubChannel | None = None) -> SubChannel:
         options = self._options
         try:
             sub = await self._host.acquire(
@@ -197,8 +197,10 @@ class _MeshCall:
         except MeshRpcError as error:
             self._fail(error)
             raise
-        if sub is None:  # only after a failed attempt: nowhere else to go
-            assert self._error is not None
+        if sub is None:  # nowhere else to go
+            if fallback is not None:
+                return fallback
+            assert self._error is not None  # only after a failed attempt
             raise self._error
         return sub
 

@@ -409,10 +409,12 @@ class SecurityConfig(_Section):
     def _check_tls(self) -> SecurityConfig:
         if self.service_auth_key is not None and not self.service_auth_key.get_secret_value():
             raise KeyProblem("service_auth_key", "is empty; give a secret, or remove the key to disable auth")
-        if self.tls_enabled:
-            for key in ("cert_file", "key_file"):
-                if getattr(self, key) is None:
-                    raise KeyProblem(key, "is required when tls_enabled is true")
+        if self.tls_enabled and (self.cert_file is None) != (self.key_file is None):
+            # A server needs both (checked where it is built); a call-only client may give neither.
+            missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
+            raise KeyProblem(
+                missing, f"is required with {given} when tls_enabled is true (a call-only client may give neither)"
+            )
         if self.client_auth:
             if not self.tls_enabled:
                 raise KeyProblem("client_auth", "needs tls_enabled: true")
@@ -464,6 +466,9 @@ class LoggingConfig(_Section):
     access_log: Literal["all", "sampled", "errors", "off"] = "sampled"
     access_log_sample_rate: float = 0.01
     slow_call_threshold: Duration = 1.0
+    lifecycle: bool = True
+    """Print grpcmesh's lifecycle lines (listening, registered, health, shutdown) when the
+    application has not configured ``logging`` itself (see :mod:`grpcmesh.lifecycle_log`)."""
 
     @pydantic.field_validator("access_log_sample_rate")
     @classmethod

@@ -5,7 +5,11 @@ updates over Server-Sent Events. Data comes from the registry (``Registry`` prot
 and from each instance's Prometheus endpoint, named by its ``metrics_url`` metadata.
 """
 
-from grpcmesh.dashboard.server import Dashboard, serve_dashboard
-from grpcmesh.dashboard.view import METRICS_URL_KEY
+from grpcmesh._extras import require
+
+require("aiohttp", "dashboard", "the dashboard")
+
+from grpcmesh.dashboard.server import Dashboard, serve_dashboard  # noqa: E402  (after the extra check)
+from grpcmesh.dashboard.view import METRICS_URL_KEY  # noqa: E402
 
 __all__ = ["METRICS_URL_KEY", "Dashboard", "serve_dashboard"]

@@ -33,6 +33,12 @@ BACKENDS: dict[str, str] = {
 }
 """URL scheme -> ``module:factory``; a factory takes ``(SplitResult, options)``."""
 
+BACKEND_EXTRAS: dict[str, tuple[str, str, str]] = {
+    "etcd": ("aetcd", "etcd", "the etcd registry (etcd://)"),
+    "consul": ("aiohttp", "consul", "the Consul registry (consul://)"),
+}
+"""URL scheme -> (package it needs, extra that installs it, feature) for backends outside the core."""
+
 
 _USERINFO_RE = re.compile(r"(?<=://)([^/@?#]*)@")
 _SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:password|passwd|pass|token|secret|[a-z_]*_key|auth)=)[^&;#]*")
@@ -65,6 +71,10 @@ def open_registry(url: str, **options: Any) -> Registry:
             f"unknown registry scheme {parts.scheme!r} in {redact_url(url)!r}; known schemes: "
             + ", ".join(f"{s}://" for s in BACKENDS)
         )
+    if parts.scheme in BACKEND_EXTRAS:
+        from grpcmesh._extras import require
+
+        require(*BACKEND_EXTRAS[parts.scheme])
     module_name, _, factory_name = target.partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     merged: dict[str, Any] = dict(parse_qsl(parts.query))

@@ -216,7 +216,7 @@ class MeshServer:
         )
         await self.registry.register(self._instance, ttl=settings.ttl)
         log.info(
-            "%s serving on %s as %s (%s), services %s",
+            "%s listening on %s, registered as %s (%s), services %s",
             settings.name,
             self._instance.target,
             self._instance.id,
