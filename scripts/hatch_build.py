@@ -1,4 +1,4 @@
-"""Wheel build hook: generate protobuf code so installed packages carry it."""
+"""Wheel build hook: generate protobuf code and the xDS descriptor set so installed packages carry them."""
 
 from __future__ import annotations
 
@@ -19,5 +19,6 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             import gen_protos
 
             gen_protos.generate(root)
+            gen_protos.generate_xds_descriptors(root)
         finally:
             sys.path.pop(0)

@@ -6,12 +6,12 @@ import json
 from pathlib import Path
 
 import grpc
-from envoy.config.listener.v3 import listener_pb2
 from typer.testing import CliRunner
 
 from grpcmesh.cli import app
 from grpcmesh.xds.resources import LISTENER_TYPE
 from tests.helpers import free_port, read_line_with, start_python, stop_process
+from tests.xds import messages
 from tests.xds.test_ads_server import AdsStream
 
 runner = CliRunner()
@@ -54,7 +54,7 @@ async def test_serve_runs_an_ads_server_on_the_given_port(tmp_path: Path) -> Non
             stream = AdsStream(channel, "cli-test")
             stream.send(LISTENER_TYPE, "user-service")
             response = await stream.receive(timeout=10)
-            listener = listener_pb2.Listener()
+            listener = messages.Listener()
             assert response.resources[0].Unpack(listener)
             assert listener.name == "user-service"
             stream.call.cancel()
