@@ -180,6 +180,11 @@ class XdsServer:
         self.port = 0
 
     @property
+    def watches(self) -> RegistryWatches | None:
+        """The shared registry watches (None until started)."""
+        return self._watches
+
+    @property
     def address(self) -> str:
         """``host:port`` as a client's bootstrap names it."""
         return _host_port(self.host, self.port)

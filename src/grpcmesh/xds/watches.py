@@ -99,6 +99,10 @@ class RegistryWatches:
         cache[cluster_name] = entry = (resources.digest(packed), packed)
         return entry
 
+    def cached_assignments(self) -> int:
+        """Assignments held in the cache (all released when no stream needs them)."""
+        return sum(len(cache) for cache in self._assignments.values())
+
     def _forget_assignments(self, service: str) -> None:
         self._assignments.pop(service, None)
 
