@@ -163,7 +163,7 @@ async def test_retry_policy_retries_the_configured_method(
     fleet: EchoFleet, failing: AlwaysFailing, plane: Any, client_dir: Path
 ) -> None:
     await fleet.add("a")
-    policy = ServicePolicy(retry_methods=("grpcmesh.echo.v1.Echo/Unary",), retry={"num_retries": 3})
+    policy = ServicePolicy(retry_methods=["grpcmesh.echo.v1.Echo/Unary"], retry={"num_retries": 3})
     bootstrap = await plane(policy)
     results = await run_client(client_dir, bootstrap, "200")
     print("retried: failing endpoint got", failing.calls, "attempts; failures", dict(results.failures))
@@ -198,7 +198,7 @@ async def test_locality_priority_prefers_the_first_and_fails_over(
 ) -> None:
     await fleet.add("near", metadata={"region": "r1", "zone": "z1"})
     await fleet.add("far", metadata={"region": "r2", "zone": "z9"})
-    bootstrap = await plane(ServicePolicy(locality_priority=("r1/z1", "r2")))
+    bootstrap = await plane(ServicePolicy(locality_priority=["r1/z1", "r2"]))
     results = await run_client(client_dir, bootstrap, "50")
     assert results.instances == collections.Counter({"near": 50})
 

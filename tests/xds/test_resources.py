@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from grpcmesh import HealthStatus, ServiceInstance
 from grpcmesh.xds import resources
 from grpcmesh.xds.policy import ServicePolicy
@@ -84,3 +86,41 @@ def test_digest_is_a_content_hash() -> None:
 
     assert packed() == packed()
     assert packed() != packed(weight=5)
+
+
+def test_policy_file_accepts_the_documented_keys_and_refuses_aliases() -> None:
+    from grpcmesh.errors import ConfigError
+    from grpcmesh.xds.policy import XdsPolicies
+
+    policies = XdsPolicies.from_text(
+        "xds:\n"
+        "  services:\n"
+        "    echo-service:\n"
+        "      split: {v1: 90, v2: 10}\n"
+        "      balancing: consistent_hash\n"
+        "      hash_header: x-user-id\n"
+        "      retry_methods: [grpcmesh.echo.v1.Echo/Unary]\n"
+        "      outlier: {failure_percentage: 50, interval: 1}\n"
+        "      locality_priority: [eu-west/eu-west-1a, eu-west]\n"
+        "      fault: {abort_percent: 20, abort_code: 14}\n"
+        "  limits: {max_names_per_stream: 500}\n"
+    )
+    policy = policies.for_service("echo-service")
+    assert policy.split == {"v1": 90, "v2": 10}
+    assert policies.limits.max_names_per_stream == 500
+    assert resources.cluster_names("echo-service", policy) == ["echo-service@v1", "echo-service@v2"]
+    with pytest.raises(ConfigError, match="aliases"):
+        XdsPolicies.from_text("a: &x {split: {v1: 1}}\nservices: {s: *x}\n")
+
+
+def test_split_clusters_select_their_version_and_priorities_are_dense() -> None:
+    policy = ServicePolicy(split={"v1": 1, "v2": 1}, locality_priority=["r9", "r1"])
+    fleet = [
+        inst("a", version="v1", metadata={"region": "r1"}),
+        inst("b", version="v2", metadata={"region": "r1"}),
+        inst("c", version="v1", metadata={"region": "r5"}),
+    ]
+    cla = resources.cluster_load_assignment("echo-service@v1", fleet, policy)
+    ids = {ep.metadata.filter_metadata["grpcmesh"]["id"] for loc in cla.endpoints for ep in loc.lb_endpoints}
+    assert ids == {"a", "c"}
+    assert sorted(loc.priority for loc in cla.endpoints) == [0, 1]  # r1 (listed 2nd) then unlisted r5

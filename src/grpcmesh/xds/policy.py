@@ -65,8 +65,8 @@ class FaultPolicy(_Model):
 class RetryPolicy(_Model):
     """gRFC A44 retry settings applied to ``retry_methods``."""
 
-    retry_on: tuple[Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"], ...] = (
-        "unavailable",
+    retry_on: list[Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]] = (
+        pydantic.Field(default_factory=lambda: ["unavailable"])
     )
     num_retries: Annotated[int, pydantic.Field(ge=1, le=4)] = 2
     base_interval: Seconds = 0.025
@@ -79,10 +79,14 @@ class ServicePolicy(_Model):
     split: dict[VersionName, Annotated[int, pydantic.Field(ge=0)]] = pydantic.Field(default_factory=dict)
     balancing: Literal["round_robin", "consistent_hash"] = "round_robin"
     hash_header: Annotated[str, pydantic.Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,127}$")] | None = None
-    retry_methods: tuple[Annotated[str, pydantic.Field(pattern=r"^(\*|[A-Za-z0-9_.]+/[A-Za-z0-9_]+)$")], ...] = ()
+    retry_methods: list[Annotated[str, pydantic.Field(pattern=r"^(\*|[A-Za-z0-9_.]+/[A-Za-z0-9_]+)$")]] = (
+        pydantic.Field(default_factory=list)
+    )
     retry: RetryPolicy = pydantic.Field(default_factory=RetryPolicy)
     outlier: OutlierPolicy | None = None
-    locality_priority: tuple[Annotated[str, pydantic.Field(pattern=r"^[^/\s]+(/[^/\s]+){0,2}$")], ...] = ()
+    locality_priority: list[Annotated[str, pydantic.Field(pattern=r"^[^/\s]+(/[^/\s]+){0,2}$")]] = pydantic.Field(
+        default_factory=list
+    )
     fault: FaultPolicy | None = None
 
     @pydantic.model_validator(mode="after")
