@@ -62,12 +62,14 @@ class FaultPolicy(_Model):
     """The gRPC status code of injected aborts (14 = UNAVAILABLE)."""
 
 
+RetryableCode = Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]
+"""The status codes gRPC's xDS client may retry on (gRFC A44)."""
+
+
 class RetryPolicy(_Model):
     """gRFC A44 retry settings applied to ``retry_methods``."""
 
-    retry_on: list[Literal["cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable"]] = (
-        pydantic.Field(default_factory=lambda: ["unavailable"])
-    )
+    retry_on: list[RetryableCode] = pydantic.Field(default_factory=lambda: list[RetryableCode](["unavailable"]))
     num_retries: Annotated[int, pydantic.Field(ge=1, le=4)] = 2
     base_interval: Seconds = 0.025
     max_interval: Seconds = 0.25
