@@ -1,0 +1,251 @@
+"""xDS: registry change -> grpcio's own xDS client calls the new endpoint; xds:/// vs plain channel calls/s.
+
+Propagation: a plain grpcio client (a child process that never imports grpcmesh) calls
+``xds:///bench-echo`` in a tight loop and reports the wall-clock time it first got a reply
+from each instance id. The benchmark registers a new Echo server (and deregisters the
+previous one) per change; latency = first reply from the new instance - start of
+``register``. It includes the registry's own propagation (SQLite polls every 50 ms), the
+ADS push, the client's EDS update, the connection to the new endpoint and one call.
+Baseline, side by side: a grpcmesh registry watch in this process seeing the same change
+(the floor any control plane on this registry has).
+
+Throughput: one child process, one thread, sequential unary calls to the same single Echo
+server through ``xds:///bench-echo`` and through a plain ``127.0.0.1:PORT`` channel, in
+interleaved rounds; calls/s and client CPU per call (``time.process_time``) for each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _harness import ROOT, Report, Row, command, median, ms, parser, percentile, run
+
+from grpcmesh import ServiceInstance, open_registry
+from grpcmesh.testing import start_echo_server
+from grpcmesh.xds import XdsServer
+
+SCRIPT = "bench_xds.py"
+SERVICE = "bench-echo"
+
+CLIENT = r"""
+import sys, time
+import grpc
+import echo_pb2, echo_pb2_grpc
+
+assert "grpcmesh" not in sys.modules
+mode = sys.argv[1]
+request = echo_pb2.EchoRequest(message="x")
+if mode == "watch":
+    seen = set()
+    with grpc.insecure_channel("xds:///bench-echo") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        print("STARTED", flush=True)
+        deadline = time.monotonic() + float(sys.argv[2])
+        while time.monotonic() < deadline:
+            try:
+                reply = stub.Unary(request, timeout=10, wait_for_ready=True)
+            except grpc.RpcError:
+                continue
+            if reply.instance_id not in seen:
+                seen.add(reply.instance_id)
+                print("NEW", reply.instance_id, repr(time.time()), flush=True)
+else:
+    port, rounds, seconds = sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+    channels = {"plain": grpc.insecure_channel(f"127.0.0.1:{port}"), "xds": grpc.insecure_channel("xds:///bench-echo")}
+    stubs = {kind: echo_pb2_grpc.EchoStub(ch) for kind, ch in channels.items()}
+    for stub in stubs.values():
+        for _ in range(200):
+            stub.Unary(request, timeout=30, wait_for_ready=True)
+    for _ in range(rounds):
+        for kind, stub in stubs.items():
+            calls, cpu, end = 0, time.process_time(), time.monotonic() + seconds
+            while time.monotonic() < end:
+                stub.Unary(request, timeout=10)
+                calls += 1
+            print("ROUND", kind, calls, repr(time.process_time() - cpu), repr(seconds), flush=True)
+    print("DONE", flush=True)
+"""
+
+
+def client_dir(base: Path) -> Path:
+    out = base / "client"
+    out.mkdir()
+    shutil.copy(ROOT / "src" / "grpcmesh" / "protos" / "echo.proto", out / "echo.proto")
+    (out / "client.py").write_text(CLIENT)
+    protoc = [sys.executable, "-m", "grpc_tools.protoc", f"-I{out}", f"--python_out={out}"]
+    subprocess.run([*protoc, f"--grpc_python_out={out}", "echo.proto"], check=True)
+    return out
+
+
+async def start_client(folder: Path, bootstrap: Path, *args: str) -> asyncio.subprocess.Process:
+    env = {"GRPC_XDS_BOOTSTRAP": str(bootstrap), "PYTHONPATH": str(folder), "PATH": "/usr/bin:/bin"}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, str(folder / "client.py"), *args, stdout=asyncio.subprocess.PIPE, env=env, cwd=folder
+    )
+
+
+async def line_with(proc: asyncio.subprocess.Process, marker: str, timeout: float = 60.0) -> str:
+    assert proc.stdout is not None
+    while True:
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout)).decode()
+        if not line:
+            raise RuntimeError(f"client exited before {marker!r}")
+        if marker in line:
+            return line
+
+
+async def stop(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.terminate()
+        await proc.wait()
+
+
+async def propagation(base: Path, folder: Path, changes: int) -> tuple[list[float], list[float]]:
+    url = f"sqlite:///{base / 'propagation.db'}"
+    async with open_registry(url) as registry, open_registry(url) as observer, XdsServer(url) as plane:
+        bootstrap = base / "bootstrap.json"
+        bootstrap.write_text(plane.bootstrap_json(node_id="bench-xds"))
+        servers = []
+        server, port = await start_echo_server("i0")
+        servers.append(server)
+        previous = ServiceInstance(name=SERVICE, id="i0", address="127.0.0.1", port=port)
+        await registry.register(previous)
+        client = await start_client(folder, bootstrap, "watch", "600")
+        watch = observer.watch(SERVICE)
+        xds_delays: list[float] = []
+        watch_delays: list[float] = []
+        try:
+            await line_with(client, "STARTED")
+            await line_with(client, "NEW i0")
+            async for snapshot in watch:
+                if any(inst.id == "i0" for inst in snapshot):
+                    break
+            for change in range(1, changes + 1):
+                server, port = await start_echo_server(f"i{change}")
+                servers.append(server)
+                added = ServiceInstance(name=SERVICE, id=f"i{change}", address="127.0.0.1", port=port)
+                await asyncio.sleep(0.2)
+                started_wall, started = time.time(), time.monotonic()
+                await registry.register(added)
+                async for snapshot in watch:
+                    if any(inst.id == added.id for inst in snapshot):
+                        watch_delays.append(time.monotonic() - started)
+                        break
+                line = await line_with(client, f"NEW {added.id} ")
+                xds_delays.append(float(line.split()[2]) - started_wall)
+                await registry.deregister(previous)
+                previous = added
+        finally:
+            await stop(client)
+            for server in servers:
+                await server.stop(None)
+    return xds_delays, watch_delays
+
+
+async def throughput(base: Path, folder: Path, rounds: int, seconds: float) -> dict[str, list[tuple[float, float]]]:
+    url = f"sqlite:///{base / 'throughput.db'}"
+    server, port = await start_echo_server("only")
+    results: dict[str, list[tuple[float, float]]] = {"plain": [], "xds": []}
+    try:
+        async with open_registry(url) as registry, XdsServer(url) as plane:
+            await registry.register(ServiceInstance(name=SERVICE, id="only", address="127.0.0.1", port=port))
+            bootstrap = base / "bootstrap-rate.json"
+            bootstrap.write_text(plane.bootstrap_json(node_id="bench-xds-rate"))
+            client = await start_client(folder, bootstrap, "rate", str(port), str(rounds), str(seconds))
+            try:
+                while True:
+                    line = await line_with(client, "", timeout=120)
+                    if line.startswith("DONE"):
+                        break
+                    if line.startswith("ROUND"):
+                        _, kind, calls, cpu, spent = line.split()
+                        results[kind].append((int(calls) / float(spent), float(cpu) / int(calls)))
+            finally:
+                await stop(client)
+    finally:
+        await server.stop(None)
+    return results
+
+
+async def main(args: argparse.Namespace, report: Report) -> None:
+    changes = 3 if args.smoke else args.changes
+    rounds, seconds = (1, 0.3) if args.smoke else (args.rounds, args.seconds)
+    with tempfile.TemporaryDirectory(prefix="bench-xds-") as tmp:
+        base = Path(tmp)
+        folder = client_dir(base)
+        xds_delays, watch_delays = await propagation(base, folder, changes)
+        rates = await throughput(base, folder, rounds, seconds)
+
+    report.line(f"### xDS: {changes} registry changes (sqlite), grpcio xDS client in a child process")
+    report.line()
+    report.table(
+        ["path", "p50", "p99", "max", "samples"],
+        [
+            [
+                "registry -> grpcio xds:/// client's first reply from the new instance",
+                ms(median(xds_delays)),
+                ms(percentile(xds_delays, 99)),
+                ms(max(xds_delays)),
+                len(xds_delays),
+            ],
+            [
+                "baseline: registry -> a grpcmesh watch in the benchmark process",
+                ms(median(watch_delays)),
+                ms(percentile(watch_delays, 99)),
+                ms(max(watch_delays)),
+                len(watch_delays),
+            ],
+        ],
+    )
+    plain = median([rate for rate, _ in rates["plain"]])
+    xds = median([rate for rate, _ in rates["xds"]])
+    plain_cpu = median([cpu for _, cpu in rates["plain"]])
+    xds_cpu = median([cpu for _, cpu in rates["xds"]])
+    report.line(f"### xDS: sequential unary calls, one thread, {rounds} interleaved rounds of {seconds:g} s")
+    report.line()
+    report.table(
+        ["channel", "calls/s (median)", "client CPU/call", "rounds"],
+        [
+            [
+                "plain 127.0.0.1:PORT",
+                f"{plain:.0f}",
+                f"{plain_cpu * 1e6:.0f} µs",
+                [f"{r:.0f}" for r, _ in rates["plain"]],
+            ],
+            ["xds:///bench-echo", f"{xds:.0f}", f"{xds_cpu * 1e6:.0f} µs", [f"{r:.0f}" for r, _ in rates["xds"]]],
+        ],
+    )
+    report.add(
+        Row(
+            "6. xDS propagation, sqlite: registry change -> grpcio xds:/// client calls the new instance",
+            "no number in the issue; p99 reported",
+            f"p50 {ms(median(xds_delays))}, p99 {ms(percentile(xds_delays, 99))} over {len(xds_delays)} changes "
+            f"(baseline grpcmesh watch of the same change: p99 {ms(percentile(watch_delays, 99))})",
+            None,
+            command(SCRIPT),
+        )
+    )
+    report.add(
+        Row(
+            "6. xDS calls/s, grpcio xds:/// vs plain channel to the same server",
+            "no number in the issue; ratio reported",
+            f"{xds / plain:.3f}x ({xds:.0f} vs {plain:.0f} calls/s); client CPU/call {xds_cpu / plain_cpu:.2f}x",
+            None,
+            command(SCRIPT),
+        )
+    )
+
+
+if __name__ == "__main__":
+    cli = parser(__doc__ or SCRIPT)
+    cli.add_argument("--changes", type=int, default=30, help="registry changes to time")
+    cli.add_argument("--rounds", type=int, default=7, help="interleaved throughput rounds per channel")
+    cli.add_argument("--seconds", type=float, default=1.0, help="seconds per throughput round")
+    run(main, cli.parse_args(), SCRIPT)
