@@ -11,7 +11,7 @@ A YAML file (``grpcmesh xds serve --policy FILE``; its top level or its ``xds:``
         outlier: {failure_percentage: 50, interval: 1}  # gRFC A50
         locality_priority: [eu-west/eu-west-1a, eu-west]  # gRFC A27 priorities, first = preferred
         fault: {abort_percent: 20, abort_code: 14, delay_percent: 0, delay: 0.1}  # gRFC A33
-    limits: {max_names_per_stream: 1000, max_streams_per_client: 16, max_queued_requests: 64}
+    limits: {max_names_per_stream: 1000, max_streams_per_client: 64, max_queued_requests: 64}
 
 Key names follow the mesh client's per-dependency keys (``balancing``, ``hash_header``,
 ``retry_methods``, ``outlier``) so one vocabulary serves both kinds of client.
@@ -105,7 +105,7 @@ class Limits(_Model):
 
     max_names_per_stream: Annotated[int, pydantic.Field(ge=1, le=1_000_000)] = 1000
     """Resource names one stream may subscribe to, per type; more ends the stream (RESOURCE_EXHAUSTED)."""
-    max_streams_per_client: Annotated[int, pydantic.Field(ge=1, le=100_000)] = 16
+    max_streams_per_client: Annotated[int, pydantic.Field(ge=1, le=100_000)] = 64
     """Concurrent streams from one client address; more are refused (RESOURCE_EXHAUSTED)."""
     max_queued_requests: Annotated[int, pydantic.Field(ge=1, le=100_000)] = 64
     """Requests read ahead of processing per stream; a client sending faster waits (flow control)."""
