@@ -9,13 +9,15 @@ import signal
 from pathlib import Path
 from typing import Annotated, Any
 
+import grpc
 import typer
 
 from grpcmesh.agent import RegistrationAgent, agent_instance_id
 from grpcmesh.cli.app import RegistryOption, app, registry_url
-from grpcmesh.errors import MeshError
+from grpcmesh.errors import ConfigError, MeshError
 from grpcmesh.model import DEFAULT_WEIGHT, ServiceInstance
 from grpcmesh.registry import DEFAULT_TTL, open_registry
+from grpcmesh.security.tls import client_credentials
 
 
 def _split_target(target: str) -> tuple[str, int]:
@@ -36,12 +38,20 @@ def _parse_metadata(pairs: list[str]) -> dict[str, str]:
     return metadata
 
 
-def _registry_from(option: str | None, config: Path | None) -> str:
-    if option is not None or config is None:
-        return registry_url(option)
+def _from_config(option: str | None, config: Path | None) -> tuple[str, grpc.ChannelCredentials | None]:
+    """The registry URL (the option wins) and, when the config enables TLS, credentials to reach the target."""
+    if config is None:
+        return registry_url(option), None
     from grpcmesh.config.loader import load_config
 
-    return load_config(config).registry.resolved_url
+    loaded = load_config(config)
+    url = registry_url(option) if option is not None else loaded.registry.resolved_url
+    security = loaded.security
+    if not security.tls_enabled:
+        return url, None
+    if security.ca_file is None:
+        raise ConfigError("security.ca_file: following a TLS target's health needs the CA that signs its certificate")
+    return url, client_credentials(security.ca_file, security.cert_file, security.key_file)
 
 
 async def _run(url: str, instance: ServiceInstance, **options: Any) -> None:
@@ -72,7 +82,12 @@ def register_command(
     ] = None,
     weight: Annotated[int, typer.Option(help="Relative share of traffic.")] = DEFAULT_WEIGHT,
     registry: Annotated[str | None, RegistryOption] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="Take the registry from this config file.")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config", help="A grpcmesh config: its registry, and its security section to reach a TLS target."
+        ),
+    ] = None,
     health_service: Annotated[
         str, typer.Option(help='grpc.health.v1 service name to follow ("" = the server overall).')
     ] = "",
@@ -84,7 +99,7 @@ def register_command(
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
     host, port = _split_target(target)
     try:
-        url = _registry_from(registry, config)
+        url, credentials = _from_config(registry, config)
         instance = ServiceInstance(
             name=name,
             id=agent_instance_id(name, host, port),
@@ -94,7 +109,8 @@ def register_command(
             metadata=_parse_metadata(metadata or []),
             weight=weight,
         )
-        asyncio.run(_run(url, instance, health_service=health_service, ttl=ttl, check_interval=check_interval))
+        options = {"health_service": health_service, "ttl": ttl, "check_interval": check_interval}
+        asyncio.run(_run(url, instance, credentials=credentials, **options))
     except MeshError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except KeyboardInterrupt:
