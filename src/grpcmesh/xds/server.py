@@ -118,12 +118,14 @@ class AggregatedDiscoveryServicer:
                     responses = session.refresh(services)
                 else:
                     slots.release()
+                    subscription = session.subscription_changes
                     try:
                         responses = session.handle(event)
                     except TooManyNamesError as exc:
                         log.warning("xDS: ended the stream of %s: %s", session.client, exc)
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-                    watched = self._sync_watches(session, watched, on_change)
+                    if session.subscription_changes != subscription:
+                        watched = self._sync_watches(session, watched, on_change)
                 for response in responses:
                     yield response
         finally:

@@ -111,6 +111,9 @@ class AdsSession:
         self.states: dict[str, TypeState] = {type_url: TypeState() for type_url in RESOURCE_TYPES}
         self.nacks: collections.deque[Nack] = collections.deque(maxlen=MAX_KEPT_NACKS)
         self._nonce = 0
+        self._eds_by_service: dict[str, set[str]] = {}
+        self.subscription_changes = 0
+        """Counts changes of the EDS subscription (the server re-syncs its watches only then)."""
 
     @property
     def client(self) -> str:
@@ -119,8 +122,17 @@ class AdsSession:
 
     def services(self) -> set[str]:
         """Services whose endpoints this stream needs (its EDS subscription)."""
-        wanted = (resources.service_of(name) for name in self.states[ENDPOINT_TYPE].names)
-        return {service for service in wanted if service is not None}
+        return set(self._eds_by_service)
+
+    def _index_endpoints(self, names: frozenset[str]) -> None:
+        """Group the EDS names by service once per subscription change, not once per endpoint change."""
+        index: dict[str, set[str]] = {}
+        for name in names:
+            service = resources.service_of(name)
+            if service is not None:
+                index.setdefault(service, set()).add(name)
+        self._eds_by_service = index
+        self.subscription_changes += 1
 
     def handle(self, request: Any) -> list[Any]:
         """Apply one ``DiscoveryRequest``; returns the ``DiscoveryResponse``s to send (zero or one)."""
@@ -151,6 +163,8 @@ class AdsSession:
         first = not state.subscribed
         state.subscribed = True
         state.names = names
+        if type_url == ENDPOINT_TYPE:
+            self._index_endpoints(names)
         for gone in set(state.sent) - names:
             state.record(gone, None)
         if first and not names:
@@ -162,8 +176,10 @@ class AdsSession:
         state = self.states[ENDPOINT_TYPE]
         if not state.subscribed:
             return []
-        wanted = None if changed is None else set(changed)
-        names = [name for name in state.names if wanted is None or resources.service_of(name) in wanted]
+        if changed is None:
+            names: Iterable[str] = state.names
+        else:
+            names = [name for service in changed for name in self._eds_by_service.get(service, ())]
         return self._respond(ENDPOINT_TYPE, state, names, force=False)
 
     def _record_nack(self, request: Any, state: TypeState) -> None:
