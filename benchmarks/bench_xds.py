@@ -9,6 +9,10 @@ ADS push, the client's EDS update, the connection to the new endpoint and one ca
 Baseline, side by side: a grpcmesh registry watch in this process seeing the same change
 (the floor any control plane on this registry has).
 
+Isolation: the time from a registry change to the EDS push a raw ADS stream subscribed to one
+service receives, alone and while another stream subscribes to BIG_NAMES names (the case
+where every change used to rebuild every resource of the big stream), memory registry.
+
 Throughput: one child process, one thread, sequential unary calls to the same single Echo
 server through ``xds:///bench-echo`` and through a plain ``127.0.0.1:PORT`` channel, in
 interleaved rounds; calls/s and client CPU per call (``time.process_time``) for each.
@@ -23,13 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
+import grpc
 from _harness import ROOT, Report, Row, command, median, ms, parser, percentile, run
 
-from grpcmesh import ServiceInstance, open_registry
+from grpcmesh import Registry, ServiceInstance, open_registry
 from grpcmesh.testing import start_echo_server
-from grpcmesh.xds import XdsServer
+from grpcmesh.xds import Limits, XdsPolicies, XdsServer
+from grpcmesh.xds.protos import ads_stream, message
+from grpcmesh.xds.resources import ENDPOINT_TYPE
 
 SCRIPT = "bench_xds.py"
 SERVICE = "bench-echo"
@@ -174,6 +182,74 @@ async def throughput(base: Path, folder: Path, rounds: int, seconds: float) -> d
     return results
 
 
+class RawStream:
+    """A hand-driven ADS stream (requests in, responses out), as an xDS client would hold one."""
+
+    def __init__(self, channel: grpc.aio.Channel, node: str) -> None:
+        self.requests: asyncio.Queue[object] = asyncio.Queue()
+        self.node = node
+        self.call = ads_stream(channel)(self._feed())
+
+    async def _feed(self) -> AsyncIterator[object]:
+        while True:
+            yield await self.requests.get()
+
+    def send(self, names: list[str], ack_of: object = None) -> None:
+        request = message("envoy.service.discovery.v3.DiscoveryRequest")(type_url=ENDPOINT_TYPE, resource_names=names)
+        request.node.id = self.node
+        if ack_of is not None:
+            request.response_nonce = ack_of.nonce  # type: ignore[attr-defined]
+            request.version_info = ack_of.version_info  # type: ignore[attr-defined]
+        self.requests.put_nowait(request)
+
+
+async def push_delays(registry: Registry, channel: grpc.aio.Channel, changes: int, tag: str) -> list[float]:
+    small = RawStream(channel, "small")
+    small.send(["svc-1"])
+    response = await small.call.read()
+    small.send(["svc-1"], ack_of=response)
+    delays = []
+    for change in range(changes):
+        started = time.monotonic()
+        added = ServiceInstance(name="svc-1", id=f"{tag}{change}", address="127.0.0.1", port=2000 + change)
+        await registry.register(added)
+        response = await asyncio.wait_for(small.call.read(), 30)
+        delays.append(time.monotonic() - started)
+        small.send(["svc-1"], ack_of=response)
+    small.call.cancel()
+    return delays
+
+
+async def isolation(big_names: int, changes: int) -> tuple[list[float], list[float], float]:
+    policies = XdsPolicies(limits=Limits(max_names_per_stream=big_names))
+    async with open_registry("memory://") as registry, XdsServer(registry, policies=policies) as plane:
+        watches = plane.watches
+        assert watches is not None
+        for i in range(50):
+            await registry.register(ServiceInstance(name=f"svc-{i}", id=f"i{i}", address="127.0.0.1", port=1000 + i))
+        async with grpc.aio.insecure_channel(plane.address) as channel:
+            alone = await push_delays(registry, channel, changes, "alone-")
+            big = RawStream(channel, "big")
+            names = [f"svc-{i}" for i in range(big_names)]
+            started = time.monotonic()
+            big.send(names)
+
+            async def ack_all() -> None:
+                async for response in big.call:
+                    big.send(names, ack_of=response)
+
+            acker = asyncio.get_running_loop().create_task(ack_all())
+            while len(watches.watched) < big_names:
+                await asyncio.sleep(0.05)
+            subscribed = time.monotonic() - started
+            await asyncio.sleep(1.0)
+            beside_big = await push_delays(registry, channel, changes, "beside-")
+            big.call.cancel()
+            acker.cancel()
+            await asyncio.gather(acker, return_exceptions=True)
+    return alone, beside_big, subscribed
+
+
 async def main(args: argparse.Namespace, report: Report) -> None:
     changes = 3 if args.smoke else args.changes
     rounds, seconds = (1, 0.3) if args.smoke else (args.rounds, args.seconds)
@@ -182,6 +258,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         folder = client_dir(base)
         xds_delays, watch_delays = await propagation(base, folder, changes)
         rates = await throughput(base, folder, rounds, seconds)
+    big_names = 500 if args.smoke else args.big_names
+    alone, beside_big, subscribed = await isolation(big_names, 5 if args.smoke else 20)
 
     report.line(f"### xDS: {changes} registry changes (sqlite), grpcio xDS client in a child process")
     report.line()
@@ -232,6 +310,32 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             command(SCRIPT),
         )
     )
+    report.line(f"### xDS: change -> push to a 1-name stream, alone and beside a {big_names}-name stream (memory)")
+    report.line()
+    report.table(
+        ["case", "p50", "p99", "samples"],
+        [
+            ["alone", ms(median(alone)), ms(percentile(alone, 99)), len(alone)],
+            [
+                f"beside a stream of {big_names} names",
+                ms(median(beside_big)),
+                ms(percentile(beside_big, 99)),
+                len(beside_big),
+            ],
+        ],
+    )
+    report.line(f"(the {big_names}-name subscription itself took {subscribed:.1f} s to be fully watched)")
+    report.line()
+    report.add(
+        Row(
+            f"6. xDS isolation: change -> push to another client while one stream holds {big_names} names",
+            "no number in the issue (it saw 5-14 s); ratio reported",
+            f"p50 {ms(median(beside_big))}, p99 {ms(percentile(beside_big, 99))} (alone: p50 {ms(median(alone))}, "
+            f"p99 {ms(percentile(alone, 99))})",
+            None,
+            command(SCRIPT),
+        )
+    )
     report.add(
         Row(
             "6. xDS calls/s, grpcio xds:/// vs plain channel to the same server",
@@ -248,4 +352,5 @@ if __name__ == "__main__":
     cli.add_argument("--changes", type=int, default=30, help="registry changes to time")
     cli.add_argument("--rounds", type=int, default=7, help="interleaved throughput rounds per channel")
     cli.add_argument("--seconds", type=float, default=1.0, help="seconds per throughput round")
+    cli.add_argument("--big-names", type=int, default=50_000, help="names the big stream subscribes to")
     run(main, cli.parse_args(), SCRIPT)
