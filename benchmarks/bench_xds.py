@@ -259,7 +259,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         xds_delays, watch_delays = await propagation(base, folder, changes)
         rates = await throughput(base, folder, rounds, seconds)
     big_names = 500 if args.smoke else args.big_names
-    alone, beside_big, subscribed = await isolation(big_names, 5 if args.smoke else 20)
+    alone, beside_big, subscribed = await isolation(big_names, 5 if args.smoke else 10)
 
     report.line(f"### xDS: {changes} registry changes (sqlite), grpcio xDS client in a child process")
     report.line()
@@ -349,8 +349,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
 
 if __name__ == "__main__":
     cli = parser(__doc__ or SCRIPT)
-    cli.add_argument("--changes", type=int, default=30, help="registry changes to time")
-    cli.add_argument("--rounds", type=int, default=7, help="interleaved throughput rounds per channel")
-    cli.add_argument("--seconds", type=float, default=1.0, help="seconds per throughput round")
-    cli.add_argument("--big-names", type=int, default=50_000, help="names the big stream subscribes to")
+    cli.add_argument("--changes", type=int, default=15, help="registry changes to time")
+    cli.add_argument("--rounds", type=int, default=4, help="interleaved throughput rounds per channel")
+    cli.add_argument("--seconds", type=float, default=0.6, help="seconds per throughput round")
+    cli.add_argument("--big-names", type=int, default=10_000, help="names the big stream subscribes to")
     run(main, cli.parse_args(), SCRIPT)
