@@ -38,6 +38,7 @@ from shop.user.v1 import user_pb2_grpc
 
 from grpcmesh import Mesh, open_registry
 from grpcmesh.config.models import MeshConfig, SecurityConfig
+from grpcmesh.errors import UnknownSchemeError
 from grpcmesh.model import HealthStatus
 from grpcmesh.sync import SyncAuthInterceptor, SyncLoggingInterceptor, SyncMeshServer, SyncMetricsInterceptor
 from grpcmesh.sync.server import thread_pool
@@ -184,3 +185,14 @@ def test_sync_server_refuses_calls_without_the_key_and_deregisters_on_stop(regis
             return await registry.get_service("payment-service")
 
     assert asyncio.run(registered()) == []
+
+
+def test_sync_server_that_cannot_register_stops_what_it_started() -> None:
+    server = grpc.server(thread_pool(2))
+    mesh_server = SyncMeshServer(server, "payment-service", "no-such-backend://registry")
+    with pytest.raises(UnknownSchemeError):
+        mesh_server.start()
+    assert not [t for t in threading.enumerate() if t.name == "grpcmesh-sync-payment-service"]
+    address = f"127.0.0.1:{mesh_server.port}"
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.FutureTimeoutError):
+        grpc.channel_ready_future(channel).result(timeout=1)

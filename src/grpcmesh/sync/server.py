@@ -106,8 +106,21 @@ class SyncMeshServer:
         instance = ServiceInstance(
             name=self.name, id=f"{self.name}-{uuid.uuid4().hex[:12]}", address=self.host, port=bound, **self._fields
         )
-        self._run(self._register(instance))
+        try:
+            self._run(self._register(instance))
+        except BaseException:
+            self._stopped.set()  # never registered: stop everything started above, then report
+            self.server.stop(None).wait()
+            self._stop_loop()
+            raise
         return bound
+
+    def _stop_loop(self) -> None:
+        if self._loop is not None and self._thread is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+            self._loop = None
 
     async def _register(self, instance: ServiceInstance) -> None:
         self._registry = open_registry(self.registry_url)
@@ -132,11 +145,7 @@ class SyncMeshServer:
                 time.sleep(self.propagation_delay)
             finally:
                 self.server.stop(self.shutdown_grace).wait()
-                if self._loop is not None and self._thread is not None:
-                    self._loop.call_soon_threadsafe(self._loop.stop)
-                    self._thread.join(10)
-                    self._loop.close()
-                    self._loop = None
+                self._stop_loop()
 
     async def _deregister(self) -> None:
         assert self.agent is not None
