@@ -93,8 +93,12 @@ class RegistryWatches:
         cached = cache.get(cluster_name)
         if cached is not None:
             return cached
-        built = resources.cluster_load_assignment(cluster_name, snapshot, self._policies.for_service(service))
-        packed = resources.pack(built)
+        try:
+            built = resources.cluster_load_assignment(cluster_name, snapshot, self._policies.for_service(service))
+            packed = resources.pack(built)
+        except Exception:  # a record no builder expected: serve nothing new for it, keep every stream alive
+            log.exception("xDS: cannot build the endpoints of %s from its registry records; not sent", cluster_name)
+            return None
         self.builds += 1
         cache[cluster_name] = entry = (resources.digest(packed), packed)
         return entry
