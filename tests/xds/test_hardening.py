@@ -212,3 +212,28 @@ async def test_a_watch_survives_any_exception_and_logs_it_once(
 def test_request_helper_builds_a_nack() -> None:
     nack = messages.request(ENDPOINT_TYPE, "a", nonce="1", error="boom")
     assert nack.error_detail.message == "boom"
+
+
+async def test_an_assignment_that_cannot_be_built_is_logged_once_and_skipped(
+    registry: Registry, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await registry.register(instance("echo-service", 7001))
+    watches = RegistryWatches(registry)
+    seen = asyncio.Event()
+    watches.subscribe("echo-service", lambda _service: seen.set())
+    await asyncio.wait_for(seen.wait(), 10)
+
+    def broken(*_args: object) -> None:
+        raise ValueError("a record no builder expected")
+
+    monkeypatch.setattr("grpcmesh.xds.resources.cluster_load_assignment", broken)
+    with caplog.at_level(logging.ERROR, logger="grpcmesh.xds"):
+        assert watches.assignment("echo-service") is None
+        assert watches.assignment("echo-service") is None
+    assert len([r for r in caplog.records if "cannot build" in r.getMessage()]) == 1
+    monkeypatch.undo()
+    seen.clear()
+    await registry.register(instance("echo-service", 7002))  # the next snapshot is built normally
+    await asyncio.wait_for(seen.wait(), 10)
+    assert watches.assignment("echo-service") is not None
+    await watches.close()

@@ -67,7 +67,7 @@ class RegistryWatches:
         self._policies = policies or XdsPolicies()
         self._listeners: dict[str, list[Listener]] = {}
         self._snapshots: dict[str, list[ServiceInstance]] = {}
-        self._assignments: dict[str, dict[str, tuple[str, Any]]] = {}
+        self._assignments: dict[str, dict[str, tuple[str, Any] | None]] = {}
         """Per service: packed assignment by cluster name, for the current snapshot."""
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.builds = 0
@@ -90,14 +90,14 @@ class RegistryWatches:
         if service is None or snapshot is None:
             return None
         cache = self._assignments.setdefault(service, {})
-        cached = cache.get(cluster_name)
-        if cached is not None:
-            return cached
+        if cluster_name in cache:
+            return cache[cluster_name]  # built (or failed: None) once per snapshot
         try:
             built = resources.cluster_load_assignment(cluster_name, snapshot, self._policies.for_service(service))
             packed = resources.pack(built)
         except Exception:  # a record no builder expected: serve nothing new for it, keep every stream alive
             log.exception("xDS: cannot build the endpoints of %s from its registry records; not sent", cluster_name)
+            cache[cluster_name] = None
             return None
         self.builds += 1
         cache[cluster_name] = entry = (resources.digest(packed), packed)
