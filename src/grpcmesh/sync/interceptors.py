@@ -17,6 +17,7 @@ from __future__ import annotations
 import fnmatch
 import hmac
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeAlias, cast
@@ -179,6 +180,8 @@ class SyncMetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
 
         self._metrics = GrpcMetrics.of(registry)
         self._service_name = service_name
+        self._lock = threading.Lock()
+        """The series are plain numbers updated without locks on the event loop; here calls run in threads."""
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Handler | None], details: Any
@@ -192,19 +195,22 @@ class SyncMetricsInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         service, name = _split(method)
         handler_kind = "server_stream" if streams else "unary"
         labels = (service, name, handler_kind)
-        metrics = self._metrics
-        started = metrics.server_started.labels(*labels)
-        handling = metrics.server_handling.labels(*labels)
-        latency = metrics.service_latency.labels(self._service_name or service, method)
+        metrics, lock = self._metrics, self._lock
+        seed_service = self._service_name or service
+        started = metrics.server_started.child(*labels)
+        handling = metrics.server_handling.child(*labels)
+        latency = metrics.service_latency.child(seed_service, method)
 
         def done(code: grpc.StatusCode, seconds: float) -> None:
-            metrics.server_handled.labels(*labels, code.name).inc()
-            metrics.service_requests.labels(self._service_name or service, method, code.name).inc()
-            handling.observe(seconds)
-            latency.observe(seconds)
+            with lock:
+                metrics.server_handled.child(*labels, code.name).inc()
+                metrics.service_requests.child(seed_service, method, code.name).inc()
+                handling.observe(seconds)
+                latency.observe(seconds)
 
         def counted(request: Any, context: grpc.ServicerContext) -> Any:
-            started.inc()
+            with lock:
+                started.inc()
             return observed(request, context)
 
         observed = _observed(behavior, streams, done)
