@@ -16,9 +16,6 @@ $(STAMP): pyproject.toml Makefile constraints/grpcio-pinned.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints/grpcio-pinned.txt -e '.[dev,bench]'
-	@# xds-protos ships an old copy of opentelemetry/proto/* that may overwrite opentelemetry-proto's
-	@# newer files (breaking the OTLP exporter); reinstall opentelemetry-proto last so its files win.
-	$(PY) -m pip install -q --force-reinstall --no-deps "opentelemetry-proto==$$($(PY) -c 'import importlib.metadata as m; print(m.version("opentelemetry-proto"))')"
 	@touch $(STAMP)
 
 venv: $(STAMP) protos

@@ -30,6 +30,7 @@ SCRIPTS: list[tuple[str, float]] = [
     ("bench_failover.py", 90),
     ("bench_registry_scale.py", 180),
     ("bench_import.py", 29),
+    ("bench_xds.py", 29),
 ]
 """(script, time budget in seconds): 689 s at most in all."""
 

@@ -1,4 +1,4 @@
-"""Wheel build hook: generate protobuf code so installed packages carry it, and ship the example shop.
+"""Wheel build hook: generate protobuf code and the xDS descriptor set, and ship the example shop.
 
 The example shop (``examples/shop`` with its generated code) goes into the wheel as data under
 ``grpcmesh/demo/shop``, so ``grpcmesh demo`` runs from a plain ``pip install 'grpcmesh[all]'``
@@ -38,6 +38,7 @@ class CustomBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             import gen_protos
 
             gen_protos.generate(root)
+            gen_protos.generate_xds_descriptors(root)
         finally:
             sys.path.pop(0)
         if self.target_name == "wheel":

@@ -28,6 +28,7 @@ EXPECTED_FIGURES = {
     "bench_registry_scale.py": "4. registry scale",
     "bench_balancers.py": "5. pick cost",
     "bench_import.py": "6. import time",
+    "bench_xds.py": "7. xDS",
 }
 
 

@@ -12,6 +12,7 @@ from grpcmesh.cli import certs_cmd as _certs_cmd  # noqa: F401  (registers comma
 from grpcmesh.cli import dashboard_cmd as _dashboard_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import demo_cmd as _demo_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import health_cmd as _health_cmd  # noqa: F401
+from grpcmesh.cli import register_cmd as _register_cmd  # noqa: F401  (registers commands)
 from grpcmesh.cli import registry_cmds as _registry_cmds  # noqa: F401
 from grpcmesh.cli.app import add_missing_extra_command, app
 from grpcmesh.errors import MissingExtraError
