@@ -57,7 +57,7 @@ class MeshMiddleware:
         if config.metrics.enabled or metrics_registry is not None:
             self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
             self.server.append(metrics_server_interceptor(self.metrics_registry, service))
-            self.client.extend(metrics_client_interceptors(self.metrics_registry))
+            self.client.extend(metrics_client_interceptors(self.metrics_registry, service))
         key = config.security.service_auth_key
         if key is not None:
             secret = key.get_secret_value()

@@ -54,7 +54,9 @@ async def test_state_and_live_registry_events(tmp_path: Path) -> None:
                 state = await response.json()
             assert [s["name"] for s in state["services"]] == ["orders", "payments"]
             assert state["services"][0]["instances"][0]["id"] == "o1"
-            assert state["edges"] == [{"from": "orders", "to": "payments"}]
+            assert state["edges"] == [
+                {"from": "orders", "to": "payments", "declared": True, "observed": False, "rates": None}
+            ]
 
             async with http.get(dashboard.url + "api/events") as events:
                 assert events.headers["Content-Type"].startswith("text/event-stream")

@@ -44,7 +44,13 @@ def test_state_json_graph_rates_and_missing_dependencies() -> None:
     endpoint = EndpointState(window=Window(10.0, 1.0, {0.01: 10.0, float("inf"): 10.0}))
     state = view.to_json(lambda u: endpoint if u == url else None)
     by_name = {s["name"]: s for s in state["services"]}
-    assert state["edges"] == [{"from": "gateway", "to": "ghost"}, {"from": "gateway", "to": "orders"}]
+    edges = {(e["from"], e["to"]): e for e in state["edges"]}
+    assert sorted(edges) == [("external", "orders"), ("gateway", "ghost"), ("gateway", "orders")]
+    # declared, never seen in client metrics: drawn as declared only
+    assert (edges["gateway", "orders"]["declared"], edges["gateway", "orders"]["observed"]) == (True, False)
+    # orders served 10 calls/s that no mesh caller reports: they came from outside the mesh
+    assert edges["external", "orders"]["rates"]["calls_per_second"] == 10.0
+    assert by_name["external"]["external"] is True
     assert by_name["ghost"]["registered"] is False
     assert by_name["ghost"]["instances"] == []
     # two instances sharing one endpoint: the service total counts it once

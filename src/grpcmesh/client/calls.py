@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -34,6 +35,10 @@ UNARY_UNARY = "unary_unary"
 UNARY_STREAM = "unary_stream"
 STREAM_UNARY = "stream_unary"
 STREAM_STREAM = "stream_stream"
+
+CALLEE: contextvars.ContextVar[str] = contextvars.ContextVar("grpcmesh_callee", default="")
+"""The mesh service a ``MeshChannel`` call is addressed to, seen by the client interceptors of its
+attempts (the metrics' ``callee`` label); empty outside a mesh channel's call."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,8 @@ class CallOptions:
 
 class CallHost(Protocol):
     """What a call needs from its channel."""
+
+    service: str
 
     async def acquire(
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
@@ -108,7 +115,9 @@ class _MeshCall:
         self._options = options
         self._call: Any = None
         self._error: BaseException | None = None
-        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._start())
+        context = contextvars.copy_context()  # the callee is set for this call's attempts only
+        context.run(CALLEE.set, host.service)
+        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._start(), context=context)
         self._task.add_done_callback(_mark_retrieved)
 
     async def _start(self) -> Any:

@@ -19,6 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from grpcmesh.client.calls import CALLEE
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.middleware._calls import (
     MAX_CACHED_METHODS,
@@ -39,6 +40,8 @@ HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.
 """Prometheus' default buckets, as go-grpc-prometheus uses for ``grpc_*_handling_seconds``."""
 
 _STANDARD_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+_CLIENT_LABELS = (*_STANDARD_LABELS, "caller", "callee")
+"""Client series also name the calling mesh service and the mesh service called (the dashboard's edges)."""
 
 
 class GrpcMetrics:
@@ -57,7 +60,7 @@ class GrpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._server_cache: dict[tuple[str | None, str, RpcType], _ServerChildren] = {}
-        self._client_cache: dict[tuple[str, RpcType], _ClientChildren] = {}
+        self._client_cache: dict[tuple[str, RpcType, str, str], _ClientChildren] = {}
         self.service_requests = Counter(
             "grpc_service_requests_total",
             "Total number of gRPC requests by service, method and status (server side)",
@@ -88,18 +91,18 @@ class GrpcMetrics:
             registry=registry,
         )
         self.client_started = Counter(
-            "grpc_client_started_total", "RPCs started by the client", _STANDARD_LABELS, registry=registry
+            "grpc_client_started_total", "RPCs started by the client", _CLIENT_LABELS, registry=registry
         )
         self.client_handled = Counter(
             "grpc_client_handled_total",
             "RPCs completed by the client, regardless of success or failure",
-            [*_STANDARD_LABELS, "grpc_code"],
+            [*_CLIENT_LABELS, "grpc_code"],
             registry=registry,
         )
         self.client_handling = Histogram(
             "grpc_client_handling_seconds",
             "Time from the client starting an RPC until it got the final status",
-            _STANDARD_LABELS,
+            _CLIENT_LABELS,
             buckets=HANDLING_BUCKETS,
             registry=registry,
         )
@@ -127,17 +130,18 @@ class GrpcMetrics:
             requests.inc()
             children.latency.observe(duration)
 
-    def _client_children(self, call: ClientCall) -> _ClientChildren:
-        key = (call.full_method, call.rpc_type)
+    def _client_children(self, call: ClientCall, caller: str) -> _ClientChildren:
+        callee = CALLEE.get()
+        key = (call.full_method, call.rpc_type, caller, callee)
         found = self._client_cache.get(key)
         if found is None:
-            found = _ClientChildren(self, call)
+            found = _ClientChildren(self, call, caller, callee)
             if len(self._client_cache) < MAX_CACHED_METHODS:
                 self._client_cache[key] = found
         return found
 
-    def _observe_client(self, call: ClientCall) -> ClientFinish:
-        children = self._client_children(call)
+    def _observe_client(self, call: ClientCall, caller: str = "") -> ClientFinish:
+        children = self._client_children(call, caller)
         children.started.inc()
 
         def finish(done: ClientCall) -> None:
@@ -181,9 +185,9 @@ class _ClientChildren:
 
     __slots__ = ("_by_code", "_labels", "_metrics", "handling", "started")
 
-    def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
+    def __init__(self, metrics: GrpcMetrics, call: ClientCall, caller: str, callee: str) -> None:
         self._metrics = metrics
-        self._labels = (call.service, call.method, call.rpc_type.value)
+        self._labels = (call.service, call.method, call.rpc_type.value, caller, callee)
         self.started = metrics.client_started.labels(*self._labels)
         self.handling = metrics.client_handling.labels(*self._labels)
         self._by_code: dict[grpc.StatusCode, Any] = {}
@@ -206,9 +210,15 @@ def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | 
     return ServerObservingInterceptor(lambda call: metrics._observe_server(service_name, call))
 
 
-def metrics_client_interceptors(registry: CollectorRegistry) -> list[ClientInterceptor]:
-    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``."""
-    return client_interceptors(GrpcMetrics.of(registry)._observe_client)
+def metrics_client_interceptors(registry: CollectorRegistry, caller: str | None = None) -> list[ClientInterceptor]:
+    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``.
+
+    ``caller`` (this process's mesh service name, "" if none) and the ``MeshChannel``'s service
+    label every series as ``caller``/``callee``, so a dashboard can draw who calls whom.
+    """
+    metrics = GrpcMetrics.of(registry)
+    name = caller or ""
+    return client_interceptors(lambda call: metrics._observe_client(call, name))
 
 
 class ChannelStatsCollector(Collector):
