@@ -27,6 +27,7 @@ EXPECTED_FIGURES = {
     "bench_failover.py": "3. failover",
     "bench_registry_scale.py": "4. registry scale",
     "bench_balancers.py": "5. pick cost",
+    "bench_dashboard_memory.py": "6. dashboard memory",
 }
 
 
