@@ -11,16 +11,16 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
+from grpcmesh import Mesh
 from grpcmesh.client.channel import ChannelStats
+from grpcmesh.config import MeshConfig
+from grpcmesh.config.models import ServiceConfig
 from grpcmesh.middleware import (
     ChannelStatsCollector,
     MetricsServer,
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
-from grpcmesh import Mesh
-from grpcmesh.config import MeshConfig
-from grpcmesh.config.models import ServiceConfig
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.testing import EchoServicer
 from tests.middleware.echo_calls import KINDS, METHOD_OF_KIND, call_kind, echo_server, echo_stub

@@ -109,8 +109,8 @@ class MeshCollector:
         """Load the current services, then keep following them in the background."""
         try:
             await self._relist()
-        except MeshError as exc:
-            log.warning("registry not readable yet, will keep trying: %s", exc)
+        except Exception as exc:  # the page still opens; the re-list loop keeps trying
+            self._failures.failed("listing the registry's services", exc)
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._relist_loop()), loop.create_task(self._scrape_loop())]
 

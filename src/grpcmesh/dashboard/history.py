@@ -79,8 +79,8 @@ class MeshHistory:
         if found is None:
             found = self._services[name] = _ServiceHistory(self._points_per_service)
             if len(self._services) > MAX_SERVICES:  # forget the one quiet for longest
-                oldest = min(self._services, key=lambda n: self._services[n].last_at())
-                del self._services[oldest]
+                others = (n for n in self._services if n != name)
+                del self._services[min(others, key=lambda n: self._services[n].last_at())]
         return found
 
     def record(self, at: float, rates: Mapping[str, Rates | None]) -> None:
@@ -101,9 +101,9 @@ class MeshHistory:
         changes = self._health.get(key)
         if changes is None:
             changes = self._health[key] = collections.deque(maxlen=HEALTH_CHANGES_PER_INSTANCE)
-            if len(self._health) > MAX_INSTANCES:
-                oldest = min(self._health, key=lambda k: self._health[k][-1][0] if self._health[k] else -math.inf)
-                del self._health[oldest]
+            if len(self._health) > MAX_INSTANCES:  # forget the one unchanged for longest
+                others = (k for k in self._health if k != key)
+                del self._health[min(others, key=lambda k: self._health[k][-1][0] if self._health[k] else -math.inf)]
         if event.kind is EventKind.REMOVED:
             changes.append((event.at, "REMOVED"))
         elif not changes or changes[-1][1] != health:

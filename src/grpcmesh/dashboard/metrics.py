@@ -38,6 +38,9 @@ EdgeKey = tuple[str, str]
 class MalformedExposition(ValueError):
     """A metrics response that cannot be read; the message never quotes the response."""
 
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"malformed metrics exposition: {problem}")
+
 
 DEFAULT_IGNORED_SERVICES: tuple[str, ...] = ("grpc.health.v1.", "grpc.reflection.")
 """gRPC services whose calls are infrastructure (health probes, reflection), not traffic."""
