@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_EVENTS = 200;
-const NODE_W = 210, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16, BACK_EDGE_DROP = 40;
+const NODE_W = 200, NODE_H = 54, COL_GAP = 170, ROW_GAP = 40, PAD = 16, BACK_EDGE_DROP = 48;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -41,6 +41,10 @@ function fmtLatency(rates) {
 function fmtErrors(rates) {
   if (!rates) return "–";
   return (rates.error_ratio * 100).toFixed(1) + " %";
+}
+
+function fmtSpan(seconds) {
+  return seconds >= 90 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds)} s`;
 }
 
 function fmtTime(unixSeconds) {
@@ -155,7 +159,7 @@ function renderGraph(state) {
     }, title, svg("path", { class: "edge", "marker-end": "url(#arrow)", d }));
     if (e.observed && r) {
       const label = svg("text", { x: mx, y: my, class: "edge-label", "text-anchor": "middle" });
-      label.textContent = `${fmtRate(r)}/s · ${fmtErrors(r)} · ${fmtLatency(r)}`;
+      label.textContent = `${fmtRate(r)}/s · ${fmtErrors(r)}` + (r.p99_seconds === null ? "" : ` · ${fmtLatency(r)}`);
       group.append(label);
     }
     graph.append(group);
@@ -252,7 +256,10 @@ const CHARTS = [
 ];
 
 // Small time-series charts of the last minutes, with the registry events marked on the time axis.
-function charts(s, now, seconds) {
+// The time axis spans the history kept (at most the window, at least a minute).
+function charts(s, now, window) {
+  const first = Math.min(...s.history.points.map((p) => p[0]), ...s.history.markers.map((m) => m.at), now);
+  const seconds = Math.min(window, Math.max(60, now - first));
   const start = now - seconds;
   const x = (t) => CHART_PAD + ((t - start) / seconds) * (CHART_W - 2 * CHART_PAD);
   const row = el("div", { class: "charts" });
@@ -279,7 +286,7 @@ function charts(s, now, seconds) {
     }
     const last = values.length ? spec.fmt(values[values.length - 1][spec.index]) : "–";
     const label = el("div", { class: "chart-label" }, `${spec.title} `, el("b", {}, last),
-      el("span", { class: "muted" }, ` · max ${values.length ? spec.fmt(top) : "–"} · last ${Math.round(seconds / 60)} min`));
+      el("span", { class: "muted" }, ` · max ${values.length ? spec.fmt(top) : "–"} · last ${fmtSpan(seconds)}`));
     row.append(el("figure", {}, label, chart));
   }
   return row;
