@@ -180,7 +180,7 @@ async def test_observed_edges_history_and_kill_in_headless_chromium(shop: Shop, 
         text = await detail.inner_text()
         for expected in ("order-service#2", "payment-service", "SERVING", "last scrape", "ok"):
             assert expected in text, (expected, text)
-        await page.wait_for_timeout(3000)  # a few more points on the charts
+        await page.wait_for_timeout(8000)  # more points on the charts
         await page.screenshot(path=str(ARTIFACTS / "dashboard-shop.png"))
         if os.environ.get("GRPCMESH_UPDATE_SCREENSHOT"):
             shutil.copyfile(ARTIFACTS / "dashboard-shop.png", SCREENSHOT)

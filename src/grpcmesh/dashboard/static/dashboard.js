@@ -256,10 +256,10 @@ const CHARTS = [
 ];
 
 // Small time-series charts of the last minutes, with the registry events marked on the time axis.
-// The time axis spans the history kept (at most the window, at least a minute).
+// The time axis spans the history kept (at most the window, at least 30 s).
 function charts(s, now, window) {
   const first = Math.min(...s.history.points.map((p) => p[0]), ...s.history.markers.map((m) => m.at), now);
-  const seconds = Math.min(window, Math.max(60, now - first));
+  const seconds = Math.min(window, Math.max(30, now - first));
   const start = now - seconds;
   const x = (t) => CHART_PAD + ((t - start) / seconds) * (CHART_W - 2 * CHART_PAD);
   const row = el("div", { class: "charts" });
