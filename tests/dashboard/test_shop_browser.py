@@ -159,7 +159,7 @@ async def test_observed_edges_history_and_kill_in_headless_chromium(shop: Shop, 
 
         # the observed edges appear with live rates, and the traffic generator is an external caller
         await wait_edges_flowing(page, OBSERVED_EDGES, timeout_ms=60_000)
-        await wait_edges_flowing(page, ["external->user-service"], timeout_ms=20_000)
+        await wait_edges_flowing(page, ["external->order-service"], timeout_ms=20_000)
         for edge in OBSERVED_EDGES:
             label = await page.locator(f'#graph [data-edge="{edge}"] text.edge-label').text_content()
             assert label is not None

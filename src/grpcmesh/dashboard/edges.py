@@ -22,7 +22,7 @@ from grpcmesh.dashboard.metrics import EdgeKey, Rates, Window, summarize
 EXTERNAL = "external"
 """The node standing for callers outside the mesh."""
 
-EXTERNAL_MIN_SHARE = 0.2
+EXTERNAL_MIN_SHARE = 0.1
 """Unaccounted calls must be at least this share of what the service served..."""
 EXTERNAL_MIN_RATE = 0.1
 """...and at least this many calls/s, so small timing differences between scrapes draw no edge."""
