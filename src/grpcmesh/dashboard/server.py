@@ -245,9 +245,10 @@ async def serve_dashboard(
     port: int = 8080,
     *,
     on_ready: Callable[[str], None] | None = None,
+    history_seconds: float = DEFAULT_SECONDS,
 ) -> None:
     """Run a dashboard until cancelled (Ctrl-C); ``on_ready`` receives its URL once it listens."""
-    dashboard = Dashboard(registry_url, host=host, port=port)
+    dashboard = Dashboard(registry_url, host=host, port=port, history_seconds=history_seconds)
     await dashboard.start()
     try:
         if on_ready is not None:
