@@ -82,3 +82,11 @@ def test_services_and_instances_remembered_are_capped(monkeypatch: pytest.Monkey
     # the newest are the ones kept
     assert history.service_json("svc-49")["points"]
     assert history.health_history("orders", "i49")
+
+
+def test_what_was_registered_before_the_dashboard_started_is_not_marked() -> None:
+    history = MeshHistory(seconds=60, interval=1)
+    for event in diff_snapshots([], [inst("a")], at=1.0):
+        history.note(event, mark=False)
+    assert history.service_json("orders")["markers"] == []
+    assert [h["health"] for h in history.health_history("orders", "a")] == ["SERVING"]

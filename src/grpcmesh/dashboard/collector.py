@@ -85,6 +85,8 @@ class MeshCollector:
         self._failures = _Failures()
         self._refused_warned: set[tuple[str, str, str]] = set()
         self._truncated_warned = False
+        self._loading = False
+        """True while the first listing loads what was registered before the dashboard started."""
         self.scrape_interval = scrape_interval
         self.relist_interval = relist_interval
         self.scraper = scraper or MetricsScraper(timeout=max(0.2, scrape_interval * 0.8))
@@ -107,10 +109,13 @@ class MeshCollector:
 
     async def start(self) -> None:
         """Load the current services, then keep following them in the background."""
+        self._loading = True
         try:
             await self._relist()
         except Exception as exc:  # the page still opens; the re-list loop keeps trying
             self._failures.failed("listing the registry's services", exc)
+        finally:
+            self._loading = False
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._relist_loop()), loop.create_task(self._scrape_loop())]
 
@@ -173,7 +178,7 @@ class MeshCollector:
     def _on_snapshot(self, name: str, snapshot: list[ServiceInstance]) -> None:
         events: list[RegistryEvent] = self.view.apply(name, snapshot)
         for event in events:
-            self.history.note(event)
+            self.history.note(event, mark=not self._loading)
             self.hub.publish("registry", _dumps(event.to_json()))
         if events:
             self.hub.publish("state", self.state_json())

@@ -92,11 +92,13 @@ class MeshHistory:
                 )
         self.trim(at)
 
-    def note(self, event: RegistryEvent) -> None:
-        """Mark a registry event on its service's charts and in its instance's health history."""
+    def note(self, event: RegistryEvent, *, mark: bool = True) -> None:
+        """Record a registry event in its instance's health history and, if ``mark``, on its
+        service's charts (not for what was already registered when the dashboard started)."""
         inst = event.instance
         health = inst.health.value
-        self._service(inst.name).markers.append(Marker(event.at, event.marker, inst.id, health))
+        if mark:
+            self._service(inst.name).markers.append(Marker(event.at, event.marker, inst.id, health))
         key = (inst.name, inst.id)
         changes = self._health.get(key)
         if changes is None:
