@@ -63,7 +63,11 @@ async def test_state_and_live_registry_events(tmp_path: Path) -> None:
                 stream = _sse_messages(events)
                 history = await _next(stream, "history")
                 assert [(e["kind"], e["id"]) for e in history] == [("added", "o1")]
-                await _next(stream, "state")
+                streamed = await _next(stream, "state")
+                # the stream carries what /api/state serves: edges and each service's history
+                assert streamed["edges"] == state["edges"]
+                assert set(streamed["services"][0]["history"]) == {"points", "markers"}
+                assert streamed["history_seconds"] == 600
 
                 await registry.register(_instance("o2"))
                 added = await _next(stream, "registry")
