@@ -50,6 +50,11 @@ def check_service_name(name: str, field: str = "name") -> str:
     return name
 
 
+def is_service_name(name: object) -> bool:
+    """Whether ``name`` is a valid service name (see :func:`check_service_name`); never raises."""
+    return isinstance(name, str) and 0 < len(name) <= 253 and _NAME_RE.match(name) is not None
+
+
 def _is_hostname(address: str) -> bool:
     if len(address) > 253:
         return False

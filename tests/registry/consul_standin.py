@@ -9,7 +9,8 @@ response shapes of Consul's API documentation:
   128 characters without the ``consul-`` prefix, values of at most 512 bytes), positive
   ``Weights``, Go-style durations. Stricter than Consul: unknown fields are refused with 400,
   and only ``TTL`` and ``GRPC`` checks exist (the only kinds grpcmesh registers).
-* ``PUT /v1/agent/service/deregister/:service_id``, ``PUT /v1/agent/check/pass/:check_id``
+* ``GET /v1/agent/service/:service_id`` (the agent's copy of one registration, 404 if unknown),
+  ``PUT /v1/agent/service/deregister/:service_id``, ``PUT /v1/agent/check/pass/:check_id``
   (a pass for an unknown check fails with 500 "does not have associated TTL", like the agent).
 * ``GET /v1/health/service/:service`` (entries of ``Node``, ``Service``, ``Checks``, the node's
   ``serfHealth`` check included) and ``GET /v1/catalog/services`` (always listing ``consul``),
@@ -300,6 +301,7 @@ class ConsulStandIn:
         app.router.add_put("/v1/agent/service/register", self._register)
         app.router.add_put("/v1/agent/service/deregister/{service_id}", self._deregister)
         app.router.add_put("/v1/agent/check/pass/{check_id}", self._pass)
+        app.router.add_get("/v1/agent/service/{service_id}", self._agent_service)
         app.router.add_get("/v1/health/service/{service}", self._health_service)
         app.router.add_get("/v1/catalog/services", self._catalog_services)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
@@ -580,6 +582,27 @@ class ConsulStandIn:
                     self._forget(service)
 
     # -- read endpoints -------------------------------------------------------------------
+
+    async def _agent_service(self, request: web.Request) -> web.Response:
+        """``GET /v1/agent/service/:service_id``: the agent's copy of one registration (404 if unknown)."""
+        service_id = request.match_info["service_id"]
+        service = self._services.get((self._namespace(request), service_id))
+        if service is None:
+            return web.Response(status=404, text=f"unknown service ID: {service_id}")
+        return web.json_response(
+            {
+                "ID": service.service_id,
+                "Service": service.name,
+                "Tags": list(service.tags),
+                "Meta": dict(service.meta),
+                "Port": service.port,
+                "Address": service.address,
+                "Weights": dict(service.weights),
+                "EnableTagOverride": service.enable_tag_override,
+                "Datacenter": DATACENTER,
+                "ContentHash": f"{service.modify_index:016x}",
+            }
+        )
 
     async def _health_service(self, request: web.Request) -> web.Response:
         refused = self._check_datacenter(request)

@@ -217,3 +217,53 @@ async def test_concurrent_registrations_from_several_processes(backend: Backend)
     finally:
         for p in procs:
             await stop_process(p)
+
+
+def _background_tasks() -> set[asyncio.Task[object]]:
+    current = asyncio.current_task()
+    return {t for t in asyncio.all_tasks() if t is not current and not t.done()}
+
+
+async def _settle_tasks(baseline: set[asyncio.Task[object]], timeout: float = 10.0) -> set[asyncio.Task[object]]:
+    """Tasks started since ``baseline`` that are still running after waiting up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        extra = _background_tasks() - baseline
+        if not extra or time.monotonic() > deadline:
+            return extra
+        await asyncio.sleep(0.05)
+
+
+async def test_producer_stops_when_the_last_watcher_leaves(backend: Backend) -> None:
+    async with backend.open() as writer, backend.open() as reg:
+        await writer.register(inst(iid="a"))
+        assert reg.watched_names() == []  # type: ignore[attr-defined]
+        baseline = _background_tasks()
+        first, second = aiter(reg.watch("user-service")), aiter(reg.watch("user-service"))
+        assert ids(await next_matching(first, lambda s: True)) == ["a"]
+        assert ids(await next_matching(second, lambda s: True)) == ["a"]
+        assert reg.watched_names() == ["user-service"]  # type: ignore[attr-defined]
+        await first.aclose()  # type: ignore[attr-defined]
+        await writer.register(inst(iid="b", port=50052))
+        await next_matching(second, lambda s: ids(s) == ["a", "b"])  # one watcher left: still fed
+        await second.aclose()  # type: ignore[attr-defined]
+        assert reg.watched_names() == []  # type: ignore[attr-defined]
+        assert await _settle_tasks(baseline) == set()
+        # A new watcher after that starts afresh and sees the current state.
+        third = aiter(reg.watch("user-service"))
+        assert ids(await next_matching(third, lambda s: True)) == ["a", "b"]
+        await third.aclose()  # type: ignore[attr-defined]
+
+
+async def test_300_watches_opened_and_closed_leave_no_state(backend: Backend) -> None:
+    async with backend.open() as reg:
+        await reg.register(inst(name="svc-0", iid="a"))
+        baseline = _background_tasks()
+        streams = [aiter(reg.watch(f"svc-{n % 60}")) for n in range(300)]
+        for stream in streams:
+            await next_matching(stream, lambda s: True, timeout=20)
+        assert len(reg.watched_names()) == 60  # type: ignore[attr-defined]
+        for stream in streams:
+            await stream.aclose()  # type: ignore[attr-defined]
+        assert reg.watched_names() == []  # type: ignore[attr-defined]
+        assert await _settle_tasks(baseline) == set()

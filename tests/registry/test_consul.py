@@ -497,7 +497,9 @@ async def test_datacenter_and_namespace(consul_standin: ConsulStandIn) -> None:
         assert await team_b.list_services() == []
     sent = [r for r in consul_standin.requests if r.query.get("ns") == "team-a"]
     assert any(r.path == "/v1/agent/service/register" for r in sent)
-    assert all(r.query.get("dc") == "dc1" for r in sent if r.method == "GET")
+    catalog_reads = [r for r in sent if r.method == "GET" and not r.path.startswith("/v1/agent/")]
+    assert catalog_reads
+    assert all(r.query.get("dc") == "dc1" for r in catalog_reads)  # the agent's own API takes no dc
     assert all("dc" not in r.query for r in sent if r.method == "PUT")  # the agent API is local
     assert consul_standin.service_ids() == []
     assert consul_standin.service_ids("team-a") == []  # closed: deregistered
@@ -556,6 +558,10 @@ async def test_https_with_a_private_ca(tmp_path: Path) -> None:
         ("consul://127.0.0.1:8500/prefix", "path"),
         ("consul://127.0.0.1:8500?ca=/x.pem", "scheme=https"),
         ("consul://127.0.0.1:8500?scheme=https&cert=/c.pem", "key"),
+        ("consul://127.0.0.1:99999", "invalid port"),
+        ("consul://127.0.0.1:port", "invalid port"),
+        ("consul://127.0.0.1:8500?scheme=https&ca=/no/such/ca.pem", r"ca='/no/such/ca.pem' is not a file"),
+        ("consul://127.0.0.1:8500?watch_rate=nan", "watch_rate"),
     ],
 )
 def test_bad_options_are_named(url: str, message: str) -> None:
@@ -570,3 +576,24 @@ def test_url_defaults_and_durations() -> None:
     assert (reg.options.check, reg.options.check_interval, reg.options.deregister_after) == ("grpc", 10.0, 30.0)
     assert [go_duration(s) for s in (10, 0.5, 1.5, 90)] == ["10s", "500ms", "1500ms", "90s"]
     assert json.dumps(reg.registration(inst("a"), 10.0)["Check"]["Interval"]) == '"10s"'
+
+
+def test_durations_as_the_configuration_writes_them() -> None:
+    reg = open_registry("consul://127.0.0.1:8500?wait=1m30s&check_interval=1m&deregister_after=2m30s")
+    assert isinstance(reg, ConsulRegistry)
+    assert (reg.options.wait, reg.options.check_interval, reg.options.deregister_after) == (90.0, 60.0, 150.0)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "consul://alice:s3cr3t-pass@127.0.0.1:8500",
+        "consul://127.0.0.1:99999?token=s3cr3t-pass",
+        "consul://127.0.0.1:8500?token=s3cr3t-pass&colour=blue",
+    ],
+)
+def test_url_errors_never_echo_a_secret(url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        open_registry(url)
+    assert "s3cr3t-pass" not in str(caught.value)
+    assert "s3cr3t-pass" not in repr(caught.value)

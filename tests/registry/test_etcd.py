@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from grpcmesh import ConfigError, RegistryError, RegistryUnavailableError, ServiceInstance, open_registry
+from grpcmesh.registry._hub import Topic
 from grpcmesh.registry.etcd import EtcdRegistry, _Watched, from_url
 from tests.etcd_server import EtcdCluster
 from tests.helpers import free_port, next_matching
@@ -181,15 +182,17 @@ async def test_watchers_of_one_registry_share_one_stream(etcd_server: EtcdCluste
         first, second = reg.watch("shared-service"), reg.watch("shared-service")
         assert await anext(first) == []
         assert await anext(second) == []
-        assert list(reg._watches) == ["shared-service"]
-        stream_task = reg._watches["shared-service"].task
+        assert reg.watched_names() == ["shared-service"]
+        topic = reg._hub.topic("shared-service")
+        assert topic is not None
+        stream_task = topic.task
         await reg.register(inst("shared-service", "x"))
         assert ids(await anext(first)) == ["x"]
         assert ids(await anext(second)) == ["x"]
         await first.aclose()
-        assert "shared-service" in reg._watches
+        assert reg.watched_names() == ["shared-service"]
         await second.aclose()
-        assert reg._watches == {}  # last watcher gone: the stream is stopped
+        assert reg.watched_names() == []  # last watcher gone: the stream is stopped
         assert stream_task is not None
         await asyncio.wait({stream_task}, timeout=5)
         assert stream_task.cancelled()
@@ -207,8 +210,10 @@ async def test_watch_from_a_compacted_revision_starts_over(
         header = json.loads(etcd_server.etcdctl("get", f"{prefix}/compact-service/c0", "-w", "json"))["header"]
         etcd_server.etcdctl("compact", str(header["revision"]))
         with caplog.at_level(logging.INFO, logger="grpcmesh.registry.etcd"):
-            restart = await asyncio.wait_for(reg._follow(_Watched("compact-service"), revision=1), 10)
-        assert restart is True  # ended at once, asking for a fresh read
+            topic: Topic[_Watched] = Topic(reg._hub, "compact-service")
+            topic.state = _Watched(revision=1, instances={})
+            # Ends at once without an error, which makes the hub read afresh.
+            await asyncio.wait_for(reg._follow(topic), 10)
         assert "compacted" in caplog.text
         stream = aiter(reg.watch("compact-service"))  # a real watch reads afresh: unaffected
         assert ids(await next_matching(stream, lambda s: True)) == ["c0", "c1", "c2"]

@@ -1,19 +1,28 @@
-"""Call objects returned by the mesh channel's multicallables, for all four RPC kinds.
+"""The call engine: one code path for the four RPC kinds, returned by ``MeshChannel``'s multicallables.
 
-Each looks like the ``grpc.aio`` call it stands for (awaitable and/or async-iterable, with
-``code()``, ``details()``, metadata, ``cancel()``...), but first picks an endpoint and may
+A mesh call looks like the ``grpc.aio`` call it stands for (awaitable and/or async-iterable,
+with ``code()``, ``details()``, metadata, ``cancel()``...), but first picks an endpoint and may
 move the call to another one:
 
-* unary-unary: an attempt that fails with UNAVAILABLE before the request left (no
-  connection could be made) is retried once on another endpoint; with the method opted in
-  (``retry_methods``) any UNAVAILABLE is retried once.
-* unary-stream: the same, as long as no response message has reached the caller yet.
-* stream-unary, stream-stream: the request stream is the caller's and cannot be replayed,
-  so the endpoint is chosen *before* anything is sent: if its connection is not ready
-  within the deadline (at most ``connect_timeout``), it counts as a connection failure and
-  a second endpoint is used. Once the call has started it is never moved.
+* unary request (unary-unary, unary-stream): an attempt that fails with UNAVAILABLE before the
+  request left (no connection could be made) is retried once on another endpoint; with the
+  method opted in (``retry_methods``) any UNAVAILABLE is retried once. A server stream is
+  retried only until its first message has reached the caller.
+* streamed request (stream-unary, stream-stream): the request stream is the caller's and
+  cannot be replayed, so the endpoint is fixed *before* anything is sent: if its connection
+  is not ready within the deadline (at most ``connect_timeout``), it counts as a connection
+  failure and a second endpoint is used. Once the call has started it is never moved.
 
-Every retry stays within the call's deadline, which every attempt receives as its timeout.
+Every attempt receives what is left of the call's deadline as its timeout.
+
+Where things happen (each is one method of the channel's private ``CallHost``, see
+:mod:`grpcmesh.client._host`): the call's options (deadline, metadata) are fixed by
+``call_options`` before the call object exists; ``begin_call`` starts the mesh's observation
+(auth headers, trace context, metrics, access log) in ``_MeshCall.__init__``; an endpoint is
+acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
+``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
+attempt is retried only if ``may_retry`` says so; the call's final status goes to the
+observation exactly once (``_end_call``).
 """
 
 from __future__ import annotations
@@ -23,18 +32,17 @@ import contextlib
 import contextvars
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc.aio import EOF  # type: ignore[attr-defined]
 
+from grpcmesh._rpc import RpcType
 from grpcmesh.client.errors import MeshRpcError
 from grpcmesh.client.subchannel import SubChannel
 
-UNARY_UNARY = "unary_unary"
-UNARY_STREAM = "unary_stream"
-STREAM_UNARY = "stream_unary"
-STREAM_STREAM = "stream_stream"
+if TYPE_CHECKING:
+    from grpcmesh.client._host import CallHost
 
 CALLEE: contextvars.ContextVar[str] = contextvars.ContextVar("grpcmesh_callee", default="")
 """The mesh service a ``MeshChannel`` call is addressed to, seen by the client interceptors of its
@@ -45,7 +53,7 @@ attempts (the metrics' ``callee`` label); empty outside a mesh channel's call.""
 class MethodSpec:
     """What a stub told the channel about one method."""
 
-    kind: str
+    kind: RpcType
     method: str
     serializer: Any
     deserializer: Any
@@ -57,7 +65,8 @@ class CallOptions:
     """Per-call arguments, passed to every attempt unchanged (except the shrinking timeout).
 
     Not frozen: a frozen dataclass's ``__init__`` goes through ``object.__setattr__`` per
-    field, and one of these is made per call. Nothing mutates it after construction.
+    field, and one of these is made per call. Only the observation, before the first
+    attempt, may replace ``metadata`` (with a copy carrying its headers).
     """
 
     deadline: float | None
@@ -68,32 +77,20 @@ class CallOptions:
     request_key: str | None
 
 
-class CallHost(Protocol):
-    """What a call needs from its channel."""
+CallFinish = Callable[[grpc.StatusCode, BaseException | None], None]
+"""Told a call's final status code once (and the error, if it failed)."""
 
-    service: str
 
-    async def acquire(
-        self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
-    ) -> SubChannel | None: ...
+class CallObserver(Protocol):
+    """The mesh's client-side concerns run as one observation per call (not as interceptors)."""
 
-    def pick_now(self, request_key: str | None) -> SubChannel | None: ...
-
-    def attempt_started(self, sub: SubChannel) -> float: ...
-
-    def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None: ...
-
-    def may_retry(self, method: str, error: BaseException) -> bool: ...
-
-    async def ensure_connected(self, sub: SubChannel, deadline: float | None) -> bool: ...
+    def begin(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        """Called before the first attempt; may set ``options.metadata``; returns the end hook."""
+        ...
 
 
 def _now() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - _now()
 
 
 def _mark_retrieved(task: asyncio.Task[Any]) -> None:
@@ -106,42 +103,170 @@ def _deadline_error(spec: MethodSpec) -> MeshRpcError:
     return MeshRpcError(grpc.StatusCode.DEADLINE_EXCEEDED, f"deadline exceeded before {spec.method} could be sent")
 
 
-class _MeshCall:
-    """Shared plumbing: the establishing task, the current attempt, status accessors."""
+def status_of(error: BaseException | None) -> grpc.StatusCode:
+    """The status code a caller sees for a call that ended with ``error`` (``None``: OK)."""
+    if error is None:
+        return grpc.StatusCode.OK
+    if isinstance(error, grpc.RpcError):
+        code = error.code()
+        if isinstance(code, grpc.StatusCode):
+            return code
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
-    def __init__(self, host: CallHost, spec: MethodSpec, options: CallOptions) -> None:
+
+_NOTHING: Any = object()
+
+
+class _MeshCall:
+    """The engine shared by the four kinds: establishing task, attempts, retry, final status."""
+
+    def __init__(self, host: CallHost, spec: MethodSpec, options: CallOptions, request: Any) -> None:
         self._host = host
         self._spec = spec
         self._options = options
+        self._request = request
         self._call: Any = None
         self._error: BaseException | None = None
+        self._sub: SubChannel | None = None  # the attempt in progress, until _end_attempt
+        self._started = 0.0
+        self._first: Any = _NOTHING
+        self._ended = False
+        self._finish = host.begin_call(spec, options)
         context = contextvars.copy_context()  # the callee is set for this call's attempts only
         context.run(CALLEE.set, host.service)
-        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._start(), context=context)
+        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish(), context=context)
         self._task.add_done_callback(_mark_retrieved)
 
-    async def _start(self) -> Any:
-        raise NotImplementedError
+    # -- the engine -------------------------------------------------------------------
 
-    def _attempt_kwargs(self) -> dict[str, Any]:
-        remaining = _remaining(self._options.deadline)
-        if remaining is not None and remaining <= 0:
-            raise _deadline_error(self._spec)
-        return {
-            "timeout": remaining,
-            "metadata": self._options.metadata,
-            "credentials": self._options.credentials,
-            "compression": self._options.compression,
-        }
-
-    async def _acquire(self, exclude: set[str]) -> SubChannel | None:
+    async def _establish(self) -> Any:
         try:
-            return await self._host.acquire(
-                self._options.request_key, exclude, self._options.deadline, bool(self._options.wait_for_ready)
-            )
-        except MeshRpcError as exc:
-            self._fail(exc)
+            if self._spec.kind.request_streaming:
+                return await self._establish_fixed()
+            return await self._establish_retrying()
+        except BaseException as error:
+            self._end_attempt(error)
+            self._end_call(error)
             raise
+
+    async def _establish_retrying(self) -> Any:
+        """Unary request: attempts until one gives its first outcome (the response, or a stream's
+        first message or EOF); a failed attempt moves to another endpoint once, if allowed."""
+        host = self._host
+        unary_response = not self._spec.kind.response_streaming
+        exclude: set[str] | None = None  # set once retried
+        sub = host.pick_now(self._options.request_key)  # no coroutine when an endpoint is ready
+        while True:
+            if sub is None:
+                sub = await self._acquire(exclude)
+            call = self._start_attempt(sub, self._request)
+            try:
+                first = await call if unary_response else await call.read()
+            except BaseException as error:
+                self._end_attempt(error)
+                self._error = error
+                if exclude is not None or not host.may_retry(self._spec.method, error):
+                    raise
+                exclude = {sub.id}
+                sub = None
+                continue
+            if unary_response:
+                self._end_attempt(None)
+                self._end_call(None)
+            else:
+                self._first = first
+                call.add_done_callback(self._on_grpc_done)
+            return first
+
+    async def _establish_fixed(self) -> None:
+        """Streamed request: the endpoint must be connected before the caller's stream is handed over."""
+        sub = await self._acquire(None)
+        if not await self._host.ensure_connected(sub, self._options.deadline):
+            sub = await self._acquire({sub.id}) or sub
+        call = self._start_attempt(sub, self._request)
+        call.add_done_callback(self._on_grpc_done)
+
+    async def _acquire(self, exclude: set[str] | None) -> SubChannel:
+        options = self._options
+        try:
+            sub = await self._host.acquire(
+                options.request_key, exclude or set(), options.deadline, bool(options.wait_for_ready)
+            )
+        except MeshRpcError as error:
+            self._fail(error)
+            raise
+        if sub is None:  # only after a failed attempt: nowhere else to go
+            assert self._error is not None
+            raise self._error
+        return sub
+
+    def _start_attempt(self, sub: SubChannel, request: Any) -> Any:
+        options = self._options
+        if options.deadline is None:
+            timeout = None
+        else:
+            timeout = options.deadline - _now()
+            if timeout <= 0:
+                error = _deadline_error(self._spec)
+                self._fail(error)
+                raise error
+        call = sub.multicallable_for(self._spec)(
+            request,
+            timeout=timeout,
+            metadata=options.metadata,
+            credentials=options.credentials,
+            compression=options.compression,
+        )
+        self._call = call
+        self._sub = sub
+        self._started = self._host.attempt_started(sub)
+        return call
+
+    def _end_attempt(self, error: BaseException | None) -> None:
+        sub = self._sub
+        if sub is not None:
+            self._sub = None
+            self._host.attempt_ended(sub, self._started, error)
+
+    def _end_call(self, error: BaseException | None) -> None:
+        """The call's final status, told to the observation exactly once."""
+        if not self._ended:
+            self._ended = True
+            finish = self._finish
+            if finish is not None:
+                finish(status_of(error), error)
+
+    def _ended_with(self, error: BaseException | None) -> None:
+        self._end_attempt(error)
+        self._end_call(error)
+
+    def _on_grpc_done(self, call: Any) -> None:
+        """A stream ended, maybe unread to its end: count the attempt, learn the status if still needed."""
+        self._end_attempt(None)
+        if self._ended:
+            return
+        if call.cancelled():
+            self._end_call(asyncio.CancelledError())
+            return
+        asyncio.get_running_loop().create_task(self._end_call_with_status(call)).add_done_callback(_mark_retrieved)
+
+    async def _end_call_with_status(self, call: Any) -> None:
+        try:
+            code = await call.code()
+        except BaseException as error:  # any failure is the call's status
+            self._end_call(error)
+            return
+        if code is grpc.StatusCode.OK or self._ended:
+            self._end_call(None)
+        else:
+            self._end_call(MeshRpcError(code, await call.details()))
+
+    def _fail(self, error: BaseException) -> None:
+        """A failure of the mesh's own (no endpoint, deadline spent): the status comes from ``error``."""
+        self._error = error
+        self._call = None
 
     async def _settled(self) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -164,8 +289,8 @@ class _MeshCall:
         return self._task.done() and not self._task.cancelled() and self._task.exception() is None
 
     def time_remaining(self) -> float | None:
-        remaining = _remaining(self._options.deadline)
-        return None if remaining is None else max(0.0, remaining)
+        deadline = self._options.deadline
+        return None if deadline is None else max(0.0, deadline - _now())
 
     def cancel(self) -> bool:
         cancelled = False
@@ -220,104 +345,25 @@ class _MeshCall:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await self._call.code()
 
-    def _fail(self, error: BaseException) -> None:
-        self._error = error
-        self._call = None if isinstance(error, MeshRpcError) else self._call
 
-
-class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
-    def __init__(self, host: CallHost, spec: MethodSpec, options: CallOptions, request: Any) -> None:
-        self._request = request
-        super().__init__(host, spec, options)
-
-    async def _start(self) -> Any:
-        host = self._host
-        spec = self._spec
-        options = self._options
-        # The common case, without awaiting acquire(): an endpoint can be picked right away.
-        sub = host.pick_now(options.request_key)
-        exclude: set[str] = set()
-        retried = False
-        while True:
-            if sub is None:
-                sub = await self._acquire(exclude)
-                if sub is None:  # only after a failed attempt: nowhere else to go
-                    assert self._error is not None
-                    raise self._error
-            if options.deadline is None:
-                timeout = None
-            else:
-                timeout = options.deadline - _now()
-                if timeout <= 0:
-                    error = _deadline_error(spec)
-                    self._fail(error)
-                    raise error
-            call = sub.multicallable_for(spec)(
-                self._request,
-                timeout=timeout,
-                metadata=options.metadata,
-                credentials=options.credentials,
-                compression=options.compression,
-            )
-            self._call = call
-            started = host.attempt_started(sub)
-            try:
-                response = await call
-            except BaseException as exc:
-                host.attempt_ended(sub, started, exc)
-                self._error = exc
-                if retried or not host.may_retry(spec.method, exc):
-                    raise
-                retried = True
-                exclude.add(sub.id)
-                sub = None
-                continue
-            host.attempt_ended(sub, started, None)
-            return response
-
-    def __await__(self) -> Generator[Any, None, Any]:
-        return (yield from self._task.__await__())
-
-
-class _ResponseStream:
-    """Reading side shared by the two server-streaming kinds."""
-
-    _task: asyncio.Task[Any]
-    _call: Any
-    _first: Any
-    _finished_reported: bool
-    _host: CallHost
-    _sub: SubChannel | None
-    _started: float
+class _ResponseStream(_MeshCall):
+    """Reading side of the two server-streaming kinds."""
 
     async def read(self) -> Any:
         await self._task
         if self._first is not _NOTHING:
             message, self._first = self._first, _NOTHING
             if message is EOF:
-                self._report(None)
+                self._ended_with(None)
             return message
         try:
             message = await self._call.read()
-        except BaseException as exc:
-            self._report(exc)
+        except BaseException as error:
+            self._ended_with(error)
             raise
         if message is EOF:
-            self._report(None)
+            self._ended_with(None)
         return message
-
-    def _report(self, error: BaseException | None) -> None:
-        if not self._finished_reported and self._sub is not None:
-            self._finished_reported = True
-            self._host.attempt_ended(self._sub, self._started, error)
-
-    def _report_when_done(self, call: Any) -> None:
-        """Count the call as ended even if the caller abandons the stream without reading to EOF."""
-
-        def done(_: Any) -> None:
-            self._report(None)
-
-        call.add_done_callback(done)
 
     def __aiter__(self) -> AsyncIterator[Any]:
         return self._iterate()
@@ -333,99 +379,17 @@ class _ResponseStream:
         while True:
             try:
                 message = await read()
-            except BaseException as exc:
-                self._report(exc)
+            except BaseException as error:
+                self._ended_with(error)
                 raise
             if message is EOF:
-                self._report(None)
+                self._ended_with(None)
                 return
             yield message
 
 
-_NOTHING = object()
-
-
-class MeshUnaryStreamCall(_ResponseStream, _MeshCall, grpc.aio.UnaryStreamCall):  # type: ignore[type-arg]
-    def __init__(self, host: CallHost, spec: MethodSpec, options: CallOptions, request: Any) -> None:
-        self._request = request
-        self._first = _NOTHING
-        self._finished_reported = False
-        self._sub = None
-        self._started = 0.0
-        _MeshCall.__init__(self, host, spec, options)
-
-    async def _start(self) -> None:
-        """Start attempts until one delivers its first message (or EOF), retrying as allowed."""
-        exclude: set[str] = set()
-        retried = False
-        while True:
-            sub = await self._acquire(exclude)
-            if sub is None:
-                assert self._error is not None
-                raise self._error
-            try:
-                kwargs = self._attempt_kwargs()
-            except MeshRpcError as exc:
-                self._fail(exc)
-                raise
-            call = sub.multicallable(
-                self._spec.kind,
-                self._spec.method,
-                self._spec.serializer,
-                self._spec.deserializer,
-                self._spec.registered,
-            )(self._request, **kwargs)
-            self._call = call
-            started = self._host.attempt_started(sub)
-            try:
-                first = await call.read()
-            except BaseException as exc:
-                self._host.attempt_ended(sub, started, exc)
-                self._error = exc
-                if retried or not self._host.may_retry(self._spec.method, exc):
-                    raise
-                retried = True
-                exclude.add(sub.id)
-                continue
-            self._sub, self._started, self._first = sub, started, first
-            self._report_when_done(call)
-            return
-
-
-class _RequestStreamCall(_MeshCall):
-    """Client-streaming kinds: the endpoint is fixed before the first request is sent."""
-
-    def __init__(self, host: CallHost, spec: MethodSpec, options: CallOptions, request_iterator: Any) -> None:
-        self._request_iterator = request_iterator
-        self._first = _NOTHING
-        self._finished_reported = False
-        self._sub: SubChannel | None = None
-        self._started = 0.0
-        super().__init__(host, spec, options)
-
-    async def _start(self) -> None:
-        exclude: set[str] = set()
-        sub = await self._acquire(exclude)
-        assert sub is not None
-        if not await self._host.ensure_connected(sub, self._options.deadline):
-            exclude.add(sub.id)
-            sub = await self._acquire(exclude) or sub
-        try:
-            kwargs = self._attempt_kwargs()
-        except MeshRpcError as exc:
-            self._fail(exc)
-            raise
-        call = sub.multicallable(
-            self._spec.kind, self._spec.method, self._spec.serializer, self._spec.deserializer, self._spec.registered
-        )(self._request_iterator, **kwargs)
-        self._call = call
-        self._sub = sub
-        self._started = self._host.attempt_started(sub)
-
-    def _report(self, error: BaseException | None) -> None:
-        if not self._finished_reported and self._sub is not None:
-            self._finished_reported = True
-            self._host.attempt_ended(self._sub, self._started, error)
+class _RequestStream(_MeshCall):
+    """Writing side of the two client-streaming kinds."""
 
     async def write(self, request: Any) -> None:
         await self._task
@@ -436,22 +400,37 @@ class _RequestStreamCall(_MeshCall):
         await self._call.done_writing()
 
 
-class MeshStreamUnaryCall(_RequestStreamCall, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
+class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    def __await__(self) -> Generator[Any, None, Any]:
+        return (yield from self._task.__await__())
+
+
+class MeshUnaryStreamCall(_ResponseStream, grpc.aio.UnaryStreamCall):  # type: ignore[type-arg]
+    pass
+
+
+class MeshStreamUnaryCall(_RequestStream, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
     async def _response(self) -> Any:
         await self._task
         try:
             response = await self._call
-        except BaseException as exc:
-            self._report(exc)
+        except BaseException as error:
+            self._ended_with(error)
             raise
-        self._report(None)
+        self._ended_with(None)
         return response
 
     def __await__(self) -> Generator[Any, None, Any]:
         return (yield from self._response().__await__())
 
 
-class MeshStreamStreamCall(_ResponseStream, _RequestStreamCall, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
-    async def _start(self) -> None:
-        await _RequestStreamCall._start(self)
-        self._report_when_done(self._call)
+class MeshStreamStreamCall(_ResponseStream, _RequestStream, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
+    pass
+
+
+CALL_CLASSES: dict[RpcType, type[_MeshCall]] = {
+    RpcType.UNARY: MeshUnaryUnaryCall,
+    RpcType.SERVER_STREAM: MeshUnaryStreamCall,
+    RpcType.CLIENT_STREAM: MeshStreamUnaryCall,
+    RpcType.BIDI_STREAM: MeshStreamStreamCall,
+}

@@ -20,21 +20,11 @@ from typing import Any
 
 import grpc
 
-from grpcmesh.client.calls import (
-    STREAM_STREAM,
-    STREAM_UNARY,
-    UNARY_STREAM,
-    UNARY_UNARY,
-    CallOptions,
-    MeshStreamStreamCall,
-    MeshStreamUnaryCall,
-    MeshUnaryStreamCall,
-    MeshUnaryUnaryCall,
-    MethodSpec,
-)
-from grpcmesh.client.errors import NoEndpointsRpcError, is_not_sent, is_transport_failure
+from grpcmesh._rpc import RpcType
+from grpcmesh.client._host import CallHost
+from grpcmesh.client.calls import CALL_CLASSES, CallObserver, MethodSpec
 from grpcmesh.client.subchannel import EndpointStats, OutlierPolicy, SubChannel
-from grpcmesh.discovery.balancers import Balancer, make_balancer
+from grpcmesh.discovery.balancers import make_balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError, ConfigError
 from grpcmesh.registry.base import Registry
@@ -73,7 +63,13 @@ def _normalize_method(method: str) -> str:
 
 
 class MeshChannel(grpc.aio.Channel):
-    """A channel to every matching instance of ``service``, balanced per call."""
+    """A channel to every matching instance of ``service``, balanced per call.
+
+    Its public surface is ``grpc.aio.Channel`` plus :meth:`stats` and :attr:`endpoints`; the
+    endpoint set and what calls ask of it live in a private :class:`~grpcmesh.client._host.CallHost`.
+    ``observer`` runs the mesh's own client concerns once per call, outside ``interceptors``
+    (the user's grpc.aio client interceptors, which run on every attempt's sub-channel).
+    """
 
     def __init__(
         self,
@@ -93,6 +89,7 @@ class MeshChannel(grpc.aio.Channel):
         outlier: OutlierPolicy | None = None,
         drain_grace: float = DEFAULT_DRAIN_GRACE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        observer: CallObserver | None = None,
     ) -> None:
         if endpoint_wait < 0:
             raise ConfigError(f"endpoint_wait: {endpoint_wait!r} must be >= 0 seconds")
@@ -102,30 +99,29 @@ class MeshChannel(grpc.aio.Channel):
         self.watcher = EndpointWatcher(registry, service, self.filter)
         self.service = self.watcher.service
         self.policy = policy
-        self._balancer: Balancer = make_balancer(policy, **dict(policy_options or {}))
         self._interceptors = tuple(interceptors)
         self._credentials = credentials
         self._options = tuple(options)
-        self._endpoint_wait = endpoint_wait
-        self._retry_methods = frozenset(_normalize_method(m) for m in retry_methods)
-        self._hash_key = hash_key.lower()
-        self._outlier = outlier or OutlierPolicy()
-        self._drain_grace = drain_grace
-        self._connect_timeout = connect_timeout
-        self._subs: dict[str, SubChannel] = {}
-        self._draining: set[SubChannel] = set()
-        self._next_unejection = float("inf")
-        self._closed = False
-        self._retries = 0
-        self._no_endpoint_errors = 0
-        self.watcher.add_listener(self._on_endpoints)
+        self._host = CallHost(
+            self.watcher,
+            self.filter,
+            make_balancer(policy, **dict(policy_options or {})),
+            self._open,
+            endpoint_wait=endpoint_wait,
+            retry_methods=[_normalize_method(m) for m in retry_methods],
+            hash_key=hash_key.lower(),
+            outlier=outlier or OutlierPolicy(),
+            drain_grace=drain_grace,
+            connect_timeout=connect_timeout,
+            observer=observer,
+        )
+        self.watcher.add_listener(self._host.on_endpoints)
         with contextlib.suppress(RuntimeError):  # no running loop yet: start on first use
             asyncio.get_running_loop()
             self.watcher.start()
 
-    # -- endpoint set -----------------------------------------------------------------
-
     def _open(self, endpoint: Endpoint) -> SubChannel:
+        """A real grpc.aio channel to one endpoint, carrying the user's client interceptors."""
         interceptors = list(self._interceptors) or None
         if self._credentials is None:
             channel = grpc.aio.insecure_channel(endpoint.target, options=self._options, interceptors=interceptors)
@@ -135,155 +131,7 @@ class MeshChannel(grpc.aio.Channel):
             )
         return SubChannel(endpoint, channel)
 
-    def _on_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
-        if self._closed:
-            return
-        wanted = {e.id: e for e in endpoints}
-        for endpoint_id, sub in list(self._subs.items()):
-            new = wanted.get(endpoint_id)
-            if new is None or new.target != sub.endpoint.target:
-                del self._subs[endpoint_id]
-                self._retire(sub)
-        for endpoint in endpoints:
-            existing = self._subs.get(endpoint.id)
-            if existing is None:
-                self._subs[endpoint.id] = self._open(endpoint)
-            else:
-                existing.endpoint = endpoint
-        log.info("%s now has %d endpoint(s) (%s)", self.service, len(self._subs), self.filter.describe())
-        self._rebalance()
-
-    def _retire(self, sub: SubChannel) -> None:
-        """Stop picking ``sub``; close it after its running calls end (never cancel them early)."""
-        self._draining.add(sub)
-        sub.drain(self._drain_grace)
-        task = sub._close_task
-        if task is not None:
-            task.add_done_callback(lambda _: self._draining.discard(sub))
-
-    def _rebalance(self) -> None:
-        now = time.monotonic()
-        subs = list(self._subs.values())
-        active = [s.endpoint for s in subs if not s.is_ejected(now)]
-        if not active:  # panic mode: every endpoint is ejected; better to try them than fail
-            active = [s.endpoint for s in subs]
-        self._balancer.update(active)
-        self._next_unejection = min((s.ejected_until for s in subs if s.is_ejected(now)), default=float("inf"))
-
-    # -- CallHost (used by the call objects) -----------------------------------------------
-
-    def _pick(self, request_key: str | None, exclude: set[str]) -> SubChannel | None:
-        if time.monotonic() >= self._next_unejection:
-            self._rebalance()
-        endpoint = self._balancer.pick(request_key, exclude)
-        if endpoint is None and exclude:
-            # The balancer only knows non-ejected endpoints; a retry may still use an ejected one.
-            endpoint = next((s.endpoint for s in self._subs.values() if s.id not in exclude), None)
-        return None if endpoint is None else self._subs.get(endpoint.id)
-
-    async def acquire(
-        self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
-    ) -> SubChannel | None:
-        if self._closed:
-            raise ChannelClosedError("MeshChannel is closed")
-        self.watcher.start()
-        sub = self._pick(request_key, exclude)
-        if sub is not None or exclude:
-            return sub
-        loop = asyncio.get_running_loop()
-        wait = None if wait_for_ready else self._endpoint_wait
-        remaining = None if deadline is None else deadline - loop.time()
-        limit = remaining if wait is None else (wait if remaining is None else min(wait, remaining))
-        await self.watcher.wait_for_endpoints(limit)
-        sub = self._pick(request_key, exclude)
-        if sub is not None:
-            return sub
-        self._no_endpoint_errors += 1
-        raise self._no_endpoints_error(limit, deadline_hit=remaining is not None and limit == remaining)
-
-    def pick_now(self, request_key: str | None) -> SubChannel | None:
-        """``acquire``'s common case without a coroutine: an endpoint if one can be picked now.
-
-        ``None`` means the caller must ``await acquire(...)`` (no endpoint yet, so it waits).
-        """
-        if self._closed:
-            raise ChannelClosedError("MeshChannel is closed")
-        self.watcher.start()
-        return self._pick(request_key, set())
-
-    def _no_endpoints_error(self, waited: float | None, deadline_hit: bool) -> NoEndpointsRpcError:
-        where = f"service {self.service!r} ({self.filter.describe()})"
-        known = "" if self.watcher.synced else "; the registry has not answered yet"
-        if deadline_hit:
-            return NoEndpointsRpcError(
-                grpc.StatusCode.DEADLINE_EXCEEDED,
-                f"deadline exceeded while waiting for a SERVING endpoint of {where}{known}",
-            )
-        return NoEndpointsRpcError(
-            grpc.StatusCode.UNAVAILABLE,
-            f"no SERVING endpoint of {where} after waiting {waited or 0:.1f}s{known}",
-        )
-
-    def attempt_started(self, sub: SubChannel) -> float:
-        sub.call_started()
-        self._balancer.call_started(sub.endpoint)
-        return time.monotonic()
-
-    def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None:
-        latency = time.monotonic() - started
-        transport_failure = isinstance(error, grpc.aio.AioRpcError) and is_transport_failure(error)
-        sub.call_finished(latency, ok=not transport_failure)
-        self._balancer.call_finished(sub.endpoint, latency, not transport_failure)
-        if isinstance(error, grpc.aio.AioRpcError) and is_not_sent(error):
-            if sub.record_connect_failure(self._outlier) and sub.id in self._subs:
-                self._rebalance()
-        elif not transport_failure:
-            sub.record_success()
-
-    def may_retry(self, method: str, error: BaseException) -> bool:
-        if not isinstance(error, grpc.aio.AioRpcError) or isinstance(error, NoEndpointsRpcError):
-            return False
-        retry = is_not_sent(error) or (
-            error.code() is grpc.StatusCode.UNAVAILABLE and ("/" + method.strip("/")) in self._retry_methods
-        )
-        if retry:
-            self._retries += 1
-            log.debug("retrying %s on another endpoint of %s after: %s", method, self.service, error.details())
-        return retry
-
-    async def ensure_connected(self, sub: SubChannel, deadline: float | None) -> bool:
-        if sub.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
-            return True
-        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
-        limit = self._connect_timeout if remaining is None else max(0.0, min(self._connect_timeout, remaining))
-        try:
-            await asyncio.wait_for(sub.channel.channel_ready(), limit)
-        except TimeoutError:
-            if sub.record_connect_failure(self._outlier) and sub.id in self._subs:
-                self._rebalance()
-            return False
-        return True
-
     # -- multicallables -------------------------------------------------------------------
-
-    def _request_key(self, metadata: Any) -> str | None:
-        if not metadata:
-            return None
-        for key, value in metadata:
-            if key.lower() == self._hash_key:
-                return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
-        return None
-
-    def _call_options(
-        self,
-        timeout: float | None,
-        metadata: Any,
-        credentials: grpc.CallCredentials | None,
-        wait_for_ready: bool | None,
-        compression: grpc.Compression | None,
-    ) -> CallOptions:
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
-        return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))
 
     def unary_unary(
         self,
@@ -293,7 +141,7 @@ class MeshChannel(grpc.aio.Channel):
         _registered_method: bool = False,
     ) -> grpc.aio.UnaryUnaryMultiCallable:  # type: ignore[type-arg]
         return _UnaryUnary(
-            self, MethodSpec(UNARY_UNARY, method, request_serializer, response_deserializer, _registered_method)
+            self._host, MethodSpec(RpcType.UNARY, method, request_serializer, response_deserializer, _registered_method)
         )
 
     def unary_stream(
@@ -304,7 +152,8 @@ class MeshChannel(grpc.aio.Channel):
         _registered_method: bool = False,
     ) -> grpc.aio.UnaryStreamMultiCallable:  # type: ignore[type-arg]
         return _UnaryStream(
-            self, MethodSpec(UNARY_STREAM, method, request_serializer, response_deserializer, _registered_method)
+            self._host,
+            MethodSpec(RpcType.SERVER_STREAM, method, request_serializer, response_deserializer, _registered_method),
         )
 
     def stream_unary(
@@ -315,7 +164,8 @@ class MeshChannel(grpc.aio.Channel):
         _registered_method: bool = False,
     ) -> grpc.aio.StreamUnaryMultiCallable:  # type: ignore[type-arg]
         return _StreamUnary(
-            self, MethodSpec(STREAM_UNARY, method, request_serializer, response_deserializer, _registered_method)
+            self._host,
+            MethodSpec(RpcType.CLIENT_STREAM, method, request_serializer, response_deserializer, _registered_method),
         )
 
     def stream_stream(
@@ -326,16 +176,17 @@ class MeshChannel(grpc.aio.Channel):
         _registered_method: bool = False,
     ) -> grpc.aio.StreamStreamMultiCallable:  # type: ignore[type-arg]
         return _StreamStream(
-            self, MethodSpec(STREAM_STREAM, method, request_serializer, response_deserializer, _registered_method)
+            self._host,
+            MethodSpec(RpcType.BIDI_STREAM, method, request_serializer, response_deserializer, _registered_method),
         )
 
     # -- channel surface ------------------------------------------------------------------
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
         """The best state among sub-channels (READY if any is), SHUTDOWN once closed."""
-        if self._closed:
+        if self._host.closed:
             return grpc.ChannelConnectivity.SHUTDOWN
-        states = {s.channel.get_state(try_to_connect) for s in self._subs.values()}
+        states = {s.channel.get_state(try_to_connect) for s in self._host.subs.values()}
         for state in (
             grpc.ChannelConnectivity.READY,
             grpc.ChannelConnectivity.CONNECTING,
@@ -348,11 +199,11 @@ class MeshChannel(grpc.aio.Channel):
 
     async def wait_for_state_change(self, last_observed_state: grpc.ChannelConnectivity) -> None:
         self.watcher.start()
-        while self.get_state() == last_observed_state and not self._closed:
+        while self.get_state() == last_observed_state and not self._host.closed:
             waiters = [asyncio.ensure_future(self.watcher.wait_changed(self.watcher.version))]
             waiters += [
                 asyncio.ensure_future(s.channel.wait_for_state_change(s.channel.get_state()))
-                for s in self._subs.values()
+                for s in self._host.subs.values()
             ]
             try:
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
@@ -364,10 +215,10 @@ class MeshChannel(grpc.aio.Channel):
         """Wait until some endpoint is known and its sub-channel connected."""
         self.watcher.start()
         while True:
-            if self._closed:
+            if self._host.closed:
                 raise ChannelClosedError("MeshChannel is closed")
             changed = asyncio.ensure_future(self.watcher.wait_changed(self.watcher.version))
-            readies = [asyncio.ensure_future(s.channel.channel_ready()) for s in self._subs.values()]
+            readies = [asyncio.ensure_future(s.channel.channel_ready()) for s in self._host.subs.values()]
             try:
                 done, _ = await asyncio.wait([changed, *readies], return_when=asyncio.FIRST_COMPLETED)
             finally:
@@ -378,13 +229,11 @@ class MeshChannel(grpc.aio.Channel):
 
     async def close(self, grace: float | None = None) -> None:
         """Close every sub-channel (waiting up to ``grace`` for running calls) and stop watching."""
-        if self._closed:
+        if self._host.closed:
             return
-        self._closed = True
+        self._host.closed = True
         await self.watcher.close()
-        subs = list(self._subs.values()) + list(self._draining)
-        self._subs.clear()
-        self._draining.clear()
+        subs = self._host.take_all()
         await asyncio.gather(*(s.close(grace) for s in subs), return_exceptions=True)
 
     async def __aenter__(self) -> MeshChannel:
@@ -399,88 +248,65 @@ class MeshChannel(grpc.aio.Channel):
 
     @property
     def endpoints(self) -> tuple[Endpoint, ...]:
-        return tuple(s.endpoint for s in self._subs.values())
+        return tuple(s.endpoint for s in self._host.subs.values())
 
     def stats(self) -> ChannelStats:
         now = time.monotonic()
-        subs = list(self._subs.values())
+        host = self._host
+        subs = list(host.subs.values())
         return ChannelStats(
             service=self.service,
             filter=self.filter.describe(),
             policy=self.policy,
             endpoints=len(subs),
             ejected=sum(1 for s in subs if s.is_ejected(now)),
-            ejections_total=sum(s.ejections for s in subs) + sum(s.ejections for s in self._draining),
-            retries_total=self._retries,
-            no_endpoint_errors=self._no_endpoint_errors,
-            draining=len(self._draining),
+            ejections_total=host.ejections_total(),
+            retries_total=host.retries,
+            no_endpoint_errors=host.no_endpoint_errors,
+            draining=len(host.draining),
             per_endpoint=tuple(s.stats(now) for s in subs),
             watch_errors=self.watcher.watch_errors,
         )
 
     def __repr__(self) -> str:
         return (
-            f"<MeshChannel {self.service} ({self.filter.describe()}) policy={self.policy} endpoints={len(self._subs)}>"
+            f"<MeshChannel {self.service} ({self.filter.describe()}) policy={self.policy} "
+            f"endpoints={len(self._host.subs)}>"
         )
 
 
 class _MultiCallable:
-    def __init__(self, host: MeshChannel, spec: MethodSpec) -> None:
+    """Makes the call object of its method's kind; the call engine does the rest."""
+
+    def __init__(self, host: CallHost, spec: MethodSpec) -> None:
         self._host = host
         self._spec = spec
+        self._call_class = CALL_CLASSES[spec.kind]
+
+    def __call__(
+        self,
+        request: Any = None,
+        timeout: float | None = None,
+        metadata: Any = None,
+        credentials: grpc.CallCredentials | None = None,
+        wait_for_ready: bool | None = None,
+        compression: grpc.Compression | None = None,
+    ) -> Any:
+        options = self._host.call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        return self._call_class(self._host, self._spec, options, request)
 
 
 class _UnaryUnary(_MultiCallable, grpc.aio.UnaryUnaryMultiCallable):  # type: ignore[type-arg]
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> MeshUnaryUnaryCall:
-        options = self._host._call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return MeshUnaryUnaryCall(self._host, self._spec, options, request)
+    pass
 
 
 class _UnaryStream(_MultiCallable, grpc.aio.UnaryStreamMultiCallable):  # type: ignore[type-arg]
-    def __call__(
-        self,
-        request: Any,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> MeshUnaryStreamCall:
-        options = self._host._call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return MeshUnaryStreamCall(self._host, self._spec, options, request)
+    pass
 
 
 class _StreamUnary(_MultiCallable, grpc.aio.StreamUnaryMultiCallable):  # type: ignore[type-arg]
-    def __call__(
-        self,
-        request_iterator: Any = None,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> MeshStreamUnaryCall:
-        options = self._host._call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return MeshStreamUnaryCall(self._host, self._spec, options, request_iterator)
+    pass
 
 
 class _StreamStream(_MultiCallable, grpc.aio.StreamStreamMultiCallable):  # type: ignore[type-arg]
-    def __call__(
-        self,
-        request_iterator: Any = None,
-        timeout: float | None = None,
-        metadata: Any = None,
-        credentials: grpc.CallCredentials | None = None,
-        wait_for_ready: bool | None = None,
-        compression: grpc.Compression | None = None,
-    ) -> MeshStreamStreamCall:
-        options = self._host._call_options(timeout, metadata, credentials, wait_for_ready, compression)
-        return MeshStreamStreamCall(self._host, self._spec, options, request_iterator)
+    pass

@@ -14,6 +14,7 @@ from typing import Any
 
 import grpc
 
+from grpcmesh.client.calls import CallObserver
 from grpcmesh.client.channel import (
     DEFAULT_DRAIN_GRACE,
     DEFAULT_ENDPOINT_WAIT,
@@ -47,6 +48,7 @@ class ClientManager:
         hash_key: str = DEFAULT_HASH_KEY,
         outlier: OutlierPolicy | None = None,
         drain_grace: float = DEFAULT_DRAIN_GRACE,
+        observer: CallObserver | None = None,
     ) -> None:
         if default_policy not in POLICIES:
             raise ConfigError(
@@ -63,6 +65,7 @@ class ClientManager:
             "hash_key": hash_key,
             "outlier": outlier,
             "drain_grace": drain_grace,
+            "observer": observer,
         }
         self.default_policy = default_policy
         self._channels: dict[ChannelKey, MeshChannel] = {}

@@ -92,7 +92,7 @@ class SubChannel:
         key = (kind, method, serializer, deserializer)
         found = self._multicallables.get(key)
         if found is None:
-            factory = getattr(cast(Any, self.channel), kind)
+            factory = getattr(cast(Any, self.channel), kind)  # "unary_unary"...
             found = factory(
                 method,
                 request_serializer=serializer,
@@ -106,7 +106,9 @@ class SubChannel:
         """``multicallable`` for a ``MethodSpec``, looked up by the spec's identity (one dict hit per call)."""
         found = self._by_spec.get(id(spec))
         if found is None:
-            mc = self.multicallable(spec.kind, spec.method, spec.serializer, spec.deserializer, spec.registered)
+            mc = self.multicallable(
+                spec.kind.channel_method, spec.method, spec.serializer, spec.deserializer, spec.registered
+            )
             found = self._by_spec[id(spec)] = (spec, mc)  # holding the spec keeps its id from being reused
         return found[1]
 
@@ -158,11 +160,12 @@ class SubChannel:
 
     # -- shutdown ---------------------------------------------------------------------
 
-    def drain(self, grace: float) -> None:
+    def drain(self, grace: float) -> asyncio.Task[None]:
         """Close once outstanding calls end, or after ``grace`` seconds (then they are cancelled)."""
         if self._close_task is None:
             self.draining = True
             self._close_task = asyncio.get_running_loop().create_task(self._drain_then_close(grace))
+        return self._close_task
 
     async def _drain_then_close(self, grace: float) -> None:
         with contextlib.suppress(TimeoutError):

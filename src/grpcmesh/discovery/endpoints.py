@@ -2,8 +2,9 @@
 
 Discovery never talks to a backend directly: it only iterates the :class:`Registry` watch.
 When that watch fails (registry unreachable, backend error) the last known endpoints stay in
-use, the failure is logged once, and the watch is reopened with capped exponential backoff;
-the first snapshot after recovery replaces the set as usual.
+use, the failure is logged once, and the watch is reopened after a
+:class:`~grpcmesh._backoff.Backoff` delay (capped exponential, equal jitter); the first
+snapshot after recovery replaces the set as usual.
 """
 
 from __future__ import annotations
@@ -11,16 +12,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from grpcmesh._backoff import Backoff
 from grpcmesh._tasks import cancel_and_wait
-from grpcmesh.errors import InvalidInstanceError, RegistryClosedError
+from grpcmesh.errors import InvalidInstanceError, MeshError, RegistryClosedError
 from grpcmesh.model import HealthStatus, ServiceInstance, check_service_name
 from grpcmesh.registry.base import Registry
 
 log = logging.getLogger("grpcmesh.discovery")
+
+__all__ = ["Backoff", "Endpoint", "EndpointFilter", "EndpointWatcher", "Listener"]
 
 Listener = Callable[[tuple["Endpoint", ...]], None]
 
@@ -75,23 +78,6 @@ class EndpointFilter:
         if self.metadata_match:
             parts.append(f"metadata={dict(self.metadata_match)!r}")
         return ", ".join(parts) if parts else "no filter"
-
-
-@dataclass
-class Backoff:
-    """Capped exponential backoff with full jitter, for reopening a failed watch."""
-
-    initial: float = 0.1
-    maximum: float = 5.0
-    _attempt: int = 0
-
-    def next_delay(self) -> float:
-        ceiling = min(self.maximum, self.initial * (2**self._attempt))
-        self._attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self._attempt = 0
 
 
 class EndpointWatcher:
@@ -186,12 +172,13 @@ class EndpointWatcher:
                 return
             except Exception as exc:  # any backend failure: keep the last endpoints, retry later
                 self.watch_errors += 1
-                if self._healthy:
+                if self._healthy:  # once per failing streak; a traceback only for what no backend anticipated
                     log.warning(
                         "registry watch of %s failed, keeping the last %d endpoint(s) and retrying: %s",
                         self.service,
                         len(self._endpoints),
                         exc,
+                        exc_info=not isinstance(exc, MeshError),
                     )
                 self._healthy = False
             else:

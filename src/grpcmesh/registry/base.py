@@ -12,12 +12,16 @@ import abc
 import asyncio
 import functools
 import logging
+import math
 from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from grpcmesh.errors import RegistryClosedError
+from grpcmesh.errors import InvalidInstanceError, RegistryClosedError
 from grpcmesh.model import ServiceInstance, check_service_name
+
+if TYPE_CHECKING:
+    from grpcmesh.registry._hub import WatchHub
 
 log = logging.getLogger("grpcmesh.registry")
 
@@ -25,6 +29,8 @@ DEFAULT_TTL = 10.0
 """Seconds a registration outlives its owner's last heartbeat."""
 
 MIN_TTL = 1.0
+MAX_TTL = 7 * 24 * 3600.0
+"""A week: a longer TTL is a typo, and a dead owner's record would linger that long."""
 
 Snapshot = list[ServiceInstance]
 
@@ -63,12 +69,14 @@ def sort_snapshot(instances: Iterable[ServiceInstance]) -> list[ServiceInstance]
     return sorted(instances, key=lambda inst: inst.id)
 
 
-def check_ttl(ttl: float) -> float:
-    """Reject TTLs too short to heartbeat reliably."""
-    from grpcmesh.errors import InvalidInstanceError
-
-    if not ttl >= MIN_TTL:
-        raise InvalidInstanceError("ttl", f"{ttl!r} seconds is too short; use at least {MIN_TTL} second(s)")
+def check_ttl(ttl: Any) -> float:
+    """The TTL as float seconds; rejects non-numbers, NaN, infinity and TTLs too short to heartbeat."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)):
+        raise InvalidInstanceError("ttl", f"must be a number of seconds such as 10, not a {type(ttl).__name__}")
+    if math.isnan(ttl) or not MIN_TTL <= ttl <= MAX_TTL:
+        raise InvalidInstanceError(
+            "ttl", f"{ttl!r} seconds is out of range; use {MIN_TTL:g} to {MAX_TTL:g} seconds (default {DEFAULT_TTL:g})"
+        )
     return float(ttl)
 
 
@@ -119,9 +127,11 @@ class SnapshotFeed:
 
 
 class BaseRegistry(abc.ABC):
-    """Shared plumbing for backends: context manager, closed-state checks, argument checks."""
+    """Shared plumbing for backends: context manager, closed-state checks, argument checks,
+    and ``watch`` through the backend's :class:`~grpcmesh.registry._hub.WatchHub`."""
 
     _closed: bool = False
+    _hub: WatchHub[Any]
 
     async def __aenter__(self) -> BaseRegistry:
         return self
@@ -151,8 +161,18 @@ class BaseRegistry(abc.ABC):
     @abc.abstractmethod
     async def list_services(self) -> list[str]: ...
 
-    @abc.abstractmethod
-    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]: ...
+    def _check_watch(self, name: str) -> None:
+        """The hub's guard: checked when a watch starts iterating."""
+        self._ensure_open()
+        self._check_name(name)
+
+    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        """Full snapshots of ``name``: the current state first, then one per change."""
+        return self._hub.watch(name)
+
+    def watched_names(self) -> list[str]:
+        """Names this registry object keeps watch state for (each has at least one watcher)."""
+        return self._hub.names()
 
     @abc.abstractmethod
     async def close(self) -> None: ...

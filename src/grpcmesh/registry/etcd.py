@@ -20,7 +20,6 @@ encoding, so ``etcdctl get --prefix /services`` shows readable records.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -33,9 +32,12 @@ import grpc
 import grpc.aio
 from aetcd import rpc
 
-from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryError
-from grpcmesh.model import ServiceInstance, check_service_name, decode_instance, encode_instance
-from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, SnapshotFeed, check_ttl, sort_snapshot
+from grpcmesh._tasks import cancel_and_wait
+from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryError, RegistryUnavailableError
+from grpcmesh.model import ServiceInstance, decode_instance, encode_instance, is_service_name
+from grpcmesh.registry._hub import Topic, WatchHub
+from grpcmesh.registry._warn import WarnOnce
+from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
 from grpcmesh.registry.etcd_client import EOF, Endpoint, EtcdClient, LeaseNotFoundError, Session, TlsFiles
 
 log = logging.getLogger("grpcmesh.registry.etcd")
@@ -43,7 +45,6 @@ log = logging.getLogger("grpcmesh.registry.etcd")
 DEFAULT_PREFIX = "/services"
 DEFAULT_TIMEOUT = 5.0
 _REPUT_CONCURRENCY = 64
-_MAX_WARNED = 10_000
 
 
 @dataclass
@@ -60,16 +61,13 @@ class _Lease:
 
 @dataclass
 class _Watched:
-    """One watched service: the shared feed, the instances by key, and the stream task."""
+    """What a watch stream of one service continues from: the revision read and the records by key."""
 
-    name: str
-    feed: SnapshotFeed = field(default_factory=SnapshotFeed)
-    instances: dict[bytes, ServiceInstance] = field(default_factory=dict)
-    watchers: int = 0
-    task: asyncio.Task[None] | None = None
+    revision: int
+    instances: dict[bytes, ServiceInstance]
 
-    async def publish(self) -> None:
-        await self.feed.publish(sort_snapshot(self.instances.values()))
+    def snapshot(self) -> Snapshot:
+        return sort_snapshot(self.instances.values())
 
 
 class EtcdRegistry(BaseRegistry):
@@ -90,9 +88,8 @@ class EtcdRegistry(BaseRegistry):
         self._client = EtcdClient(parsed, tls=tls, username=username, password=password, timeout=timeout)
         self._owned: dict[tuple[str, str], tuple[ServiceInstance, int]] = {}
         self._leases: dict[int, _Lease] = {}
-        self._watches: dict[str, _Watched] = {}
-        self._watch_lock = asyncio.Lock()
-        self._warned: set[tuple[bytes, int]] = set()
+        self._hub: WatchHub[_Watched] = WatchHub("etcd", self._load, self._follow, guard=self._check_watch)
+        self._warned = WarnOnce()
 
     def __repr__(self) -> str:
         return f"EtcdRegistry(endpoints={self._client.describe()!r}, prefix={self.prefix!r})"
@@ -221,9 +218,16 @@ class EtcdRegistry(BaseRegistry):
                 if failing:
                     log.info("etcd keep-alive works again (via %s)", self.endpoint)
                 failing = False
-            except (RegistryError, LeaseNotFoundError) as exc:
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # registrations must not lapse silently: log once, retry
                 if not failing:
-                    log.warning("etcd keep-alive failed, retrying every 0.5 s: %s", exc)
+                    log.warning(
+                        "etcd keep-alive of lease %s failed, retrying every 0.5 s: %s",
+                        "?" if lease_id is None else f"{lease_id:x}",
+                        exc,
+                        exc_info=not isinstance(exc, (RegistryError, LeaseNotFoundError)),
+                    )
                 failing = True
 
     async def deregister(self, instance: ServiceInstance) -> None:
@@ -248,7 +252,7 @@ class EtcdRegistry(BaseRegistry):
         names = set()
         for kv in reply.kvs:
             name, sep, instance_id = bytes(kv.key)[len(root) :].decode("utf-8", "replace").partition("/")
-            if sep and instance_id and "/" not in instance_id and _is_service_name(name):
+            if sep and instance_id and "/" not in instance_id and is_service_name(name):
                 names.add(name)
         return sorted(names)
 
@@ -270,76 +274,26 @@ class EtcdRegistry(BaseRegistry):
                 stored = f"{name}/{instance_id}"
                 raise InvalidRecordError(f"record is for {instance.name}/{instance.id}, stored under {stored}")
         except InvalidRecordError as exc:
-            if (key, revision) not in self._warned:
-                if len(self._warned) >= _MAX_WARNED:
-                    self._warned.clear()
-                self._warned.add((key, revision))
-                log.warning("skipping bad registry record %s in etcd: %s", key.decode("utf-8", "replace"), exc)
+            shown = key.decode("utf-8", "replace")
+            self._warned.warning(log, (key, revision), "skipping bad registry record %s in etcd: %s", shown, exc)
             return None
         return instance
 
     # -- watching ---------------------------------------------------------------------
 
-    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
-        self._ensure_open()
-        self._check_name(name)
-        watched = await self._start_watch(name)
-        try:
-            async for snapshot in watched.feed.subscribe():
-                yield snapshot
-        finally:
-            watched.watchers -= 1
-            if watched.watchers == 0 and self._watches.get(name) is watched:
-                del self._watches[name]  # last watcher gone: stop the stream
-                if watched.task is not None:
-                    watched.task.cancel()
+    async def _load(self, name: str) -> tuple[Snapshot, _Watched]:
+        """Read the service afresh: its snapshot, and the records and revision a stream continues from."""
+        prefix = self._service_prefix(name)
+        reply = await self._client.call(f"reading {name}", lambda s, t: s.range_prefix(prefix, t))
+        watched = _Watched(int(reply.header.revision), self._decode_all(name, reply.kvs))
+        return watched.snapshot(), watched
 
-    async def _start_watch(self, name: str) -> _Watched:
-        async with self._watch_lock:
-            self._ensure_open()
-            watched = self._watches.get(name)
-            if watched is None:
-                watched = _Watched(name)
-                revision = await self._load(watched)  # raises if etcd is unreachable
-                self._watches[name] = watched
-                watched.task = asyncio.get_running_loop().create_task(self._follow_forever(watched, revision))
-            watched.watchers += 1
-            return watched
-
-    async def _load(self, watched: _Watched) -> int:
-        """Read the service afresh, publish it, and return the revision it was read at."""
-        prefix = self._service_prefix(watched.name)
-        reply = await self._client.call(f"reading {watched.name}", lambda s, t: s.range_prefix(prefix, t))
-        watched.instances = self._decode_all(watched.name, reply.kvs)
-        await watched.publish()
-        return int(reply.header.revision)
-
-    async def _follow_forever(self, watched: _Watched, revision: int | None) -> None:
-        """Keep ``watched`` current: stream changes, and start over whenever the stream ends."""
-        failures = 0
-        while not self._closed:
-            try:
-                if revision is None:
-                    revision = await self._load(watched)
-                healthy = await self._follow(watched, revision)
-            except RegistryError as exc:
-                if failures == 0:
-                    log.warning("etcd watch of %s failed; keeping the last snapshot, retrying: %s", watched.name, exc)
-                healthy = False
-            if healthy:
-                if failures:
-                    log.info("etcd watch of %s works again (via %s)", watched.name, self.endpoint)
-                failures = 0
-            else:
-                failures += 1
-                await asyncio.sleep(min(0.05 * 2**failures, 1.0))
-            revision = None
-
-    async def _follow(self, watched: _Watched, revision: int) -> bool:
-        """Stream changes after ``revision`` until the stream ends; False if it never started."""
-        session = await self._client.session(f"watching {watched.name}")
+    async def _follow(self, topic: Topic[_Watched]) -> None:
+        """Stream changes after the loaded revision until the stream ends (then the hub reloads)."""
+        name, revision = topic.name, topic.state.revision
+        session = await self._client.session(f"watching {name}")
         stop = asyncio.Event()
-        prefix = self._service_prefix(watched.name)
+        prefix = self._service_prefix(name)
         create = rpc.WatchCreateRequest(
             key=prefix, range_end=_prefix_end(prefix), start_revision=revision + 1, progress_notify=True
         )
@@ -350,65 +304,64 @@ class EtcdRegistry(BaseRegistry):
 
         # "hasleader": the member ends the stream if it loses the leader (partitioned), so we move on.
         call = session.watch.Watch(requests(), metadata=(*session.metadata, ("hasleader", "true")))
-        reader = asyncio.ensure_future(self._read_stream(watched, session, call, revision))
+        reader = asyncio.ensure_future(self._read_stream(topic, session, call))
         retired = asyncio.ensure_future(session.retired.wait())
         try:
             await asyncio.wait({reader, retired}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.set()
             call.cancel()
-            for task in (reader, retired):
-                task.cancel()
-            await asyncio.gather(reader, retired, return_exceptions=True)
+            await cancel_and_wait((reader, retired))
         if not reader.done() or reader.cancelled():
-            return True  # the session was retired by another call: start over on the next member
+            return  # the session was retired by another call: start over on the next member
         exc = reader.exception()
         if exc is None:
-            return reader.result()
+            return
         if isinstance(exc, grpc.aio.AioRpcError):
             problem = f"broke ({exc.code().name})"
         elif isinstance(exc, TimeoutError):
             problem = "was not confirmed in time"
         else:
             raise exc
-        log.info("etcd watch of %s on %s %s; starting over", watched.name, session.endpoint, problem)
         self._client.retire(session)
-        return False
+        raise RegistryUnavailableError(f"etcd watch of {name} on {session.endpoint} {problem}")
 
-    async def _read_stream(self, watched: _Watched, session: Session, call: Any, revision: int) -> bool:
+    async def _read_stream(self, topic: Topic[_Watched], session: Session, call: Any) -> None:
+        name, watched = topic.name, topic.state
         first = await asyncio.wait_for(call.read(), self._client.timeout)
         if first is EOF:
-            return False
+            raise RegistryUnavailableError(f"etcd at {session.endpoint} ended the watch of {name} before it started")
         if first.compact_revision or first.canceled:
             log.info(
                 "etcd watch of %s could not start at revision %d (%s); reloading",
-                watched.name,
-                revision + 1,
+                name,
+                watched.revision + 1,
                 f"compacted up to {first.compact_revision}" if first.compact_revision else first.cancel_reason,
             )
-            return True
-        if first.header.revision < revision:
+            return
+        if first.header.revision < watched.revision:
             log.info("etcd at %s is at an older revision than we read (data reset); reloading", session.endpoint)
-            return True
+            return
+        topic.healthy()
         while True:
             reply = await call.read()
             if reply is EOF:
-                return True
+                return
             if reply.compact_revision or reply.canceled:
-                log.info("etcd ended the watch of %s (%s); reloading", watched.name, reply.cancel_reason or "compacted")
-                return True
-            if not reply.events:
-                continue  # progress notification
-            for event in reply.events:
+                log.info("etcd ended the watch of %s (%s); reloading", name, reply.cancel_reason or "compacted")
+                return
+            for event in reply.events:  # none in a progress notification
                 key = bytes(event.kv.key)
                 instance = None
                 if event.type != rpc.Event.DELETE:
-                    instance = self._decode(watched.name, key, bytes(event.kv.value), int(event.kv.mod_revision))
+                    instance = self._decode(name, key, bytes(event.kv.value), int(event.kv.mod_revision))
                 if instance is None:
                     watched.instances.pop(key, None)
                 else:
                     watched.instances[key] = instance
-            await watched.publish()
+                watched.revision = max(watched.revision, int(event.kv.mod_revision))
+            if reply.events:
+                await topic.publish(watched.snapshot())
 
     # -- shutdown ---------------------------------------------------------------------
 
@@ -419,7 +372,7 @@ class EtcdRegistry(BaseRegistry):
         self._closed = True
         for lease in self._leases.values():
             if lease.task is not None:
-                lease.task.cancel()
+                lease.task.cancel()  # at once: no keep-alive races the revokes below
         for lease in self._leases.values():
             lease_id = lease.id
             if lease_id is None:
@@ -431,15 +384,8 @@ class EtcdRegistry(BaseRegistry):
             except RegistryError as exc:
                 log.warning("could not deregister on close (the keys expire after their TTL): %s", exc)
         self._owned.clear()
-        tasks = [w.task for w in self._watches.values() if w.task is not None]
-        tasks += [lease.task for lease in self._leases.values() if lease.task is not None]
-        for task in tasks:
-            task.cancel()
-        for watched in list(self._watches.values()):
-            await watched.feed.close()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._hub.close()
+        await cancel_and_wait(lease.task for lease in self._leases.values())
         await self._client.close()
 
 
@@ -447,14 +393,6 @@ def _prefix_end(prefix: bytes) -> bytes:
     from aetcd.utils import prefix_range_end
 
     return bytes(prefix_range_end(prefix))
-
-
-def _is_service_name(name: str) -> bool:
-    try:
-        check_service_name(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _check_prefix(prefix: str) -> str:

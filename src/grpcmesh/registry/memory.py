@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import SplitResult
 
 from grpcmesh.errors import ConfigError
 from grpcmesh.model import ServiceInstance
-from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, SnapshotFeed, check_ttl, sort_snapshot
+from grpcmesh.registry._hub import WatchHub
+from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
 
 _shared_stores: weakref.WeakValueDictionary[str, _MemoryStore] = weakref.WeakValueDictionary()
 
@@ -51,13 +51,14 @@ class MemoryRegistry(BaseRegistry):
         self._store = store
         self._store.registries.add(self)
         self._owned: dict[tuple[str, str], ServiceInstance] = {}
-        self._feeds: dict[str, SnapshotFeed] = {}
+        self._hub: WatchHub[None] = WatchHub("memory", self._load, guard=self._check_watch)
         self._lock = asyncio.Lock()
 
+    async def _load(self, name: str) -> tuple[Snapshot, None]:
+        return self._store.snapshot(name), None
+
     async def _publish(self, name: str, snapshot: list[ServiceInstance]) -> None:
-        feed = self._feeds.get(name)
-        if feed is not None:
-            await feed.publish(snapshot)
+        await self._hub.publish(name, snapshot)
 
     async def register(self, instance: ServiceInstance, *, ttl: float = DEFAULT_TTL) -> None:
         self._ensure_open()
@@ -89,16 +90,6 @@ class MemoryRegistry(BaseRegistry):
         self._ensure_open()
         return sorted(name for name, by_id in self._store.instances.items() if by_id)
 
-    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
-        self._ensure_open()
-        self._check_name(name)
-        feed = self._feeds.get(name)
-        if feed is None:
-            feed = self._feeds[name] = SnapshotFeed()
-            await feed.publish(self._store.snapshot(name))
-        async for snapshot in feed.subscribe():
-            yield snapshot
-
     async def close(self) -> None:
         if self._closed:
             return
@@ -107,8 +98,7 @@ class MemoryRegistry(BaseRegistry):
                 await self._remove(name, instance_id)
             self._closed = True
         self._store.registries.discard(self)
-        for feed in self._feeds.values():
-            await feed.close()
+        await self._hub.close()
 
 
 def from_url(url: SplitResult, options: dict[str, Any]) -> MemoryRegistry:

@@ -17,20 +17,23 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import os
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import SplitResult
 
+from grpcmesh._backoff import Backoff
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryUnavailableError
 from grpcmesh.model import ServiceInstance, decode_instance, encode_instance
-from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, SnapshotFeed, check_ttl, sort_snapshot
+from grpcmesh.registry._hub import WatchHub
+from grpcmesh.registry._warn import WarnOnce
+from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
 
 log = logging.getLogger("grpcmesh.registry.sqlite")
 
@@ -71,14 +74,13 @@ class SqliteRegistry(BaseRegistry):
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grpcmesh-sqlite")
         self._conn: sqlite3.Connection | None = None
         self._owned: dict[tuple[str, str], tuple[ServiceInstance, float]] = {}
-        self._feeds: dict[str, SnapshotFeed] = {}
-        self._feed_revisions: dict[str, int] = {}
+        self._hub: WatchHub[int] = WatchHub("sqlite", self._load, guard=self._check_watch, on_idle=self._stop_polling)
         self._global_revision = -1
         self._feeds_added = 0
         self._next_expiry = 0.0
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
-        self._warned: set[tuple[str, str, str]] = set()
+        self._warned = WarnOnce()
         self._lock = asyncio.Lock()
 
     # -- worker-thread plumbing -------------------------------------------------------
@@ -152,13 +154,18 @@ class SqliteRegistry(BaseRegistry):
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
     async def _heartbeat_loop(self) -> None:
+        failing = False
         while self._owned:
             interval = min(ttl for _, ttl in self._owned.values()) / 3
             await asyncio.sleep(interval)
             try:
                 await self._heartbeat()
-            except RegistryUnavailableError as exc:
-                log.warning("sqlite registry heartbeat failed, retrying: %s", exc)
+            except Exception as exc:  # registrations must not lapse silently: log, beat again next time
+                if not failing:
+                    log.warning("sqlite registry %s heartbeat failed, retrying: %r", self.path, exc)
+                failing = True
+            else:
+                failing = False
 
     async def _heartbeat(self) -> None:
         async with self._lock:
@@ -219,57 +226,51 @@ class SqliteRegistry(BaseRegistry):
                 if instance.key != (name, iid):
                     raise InvalidRecordError(f"record is for {instance.name}/{instance.id}, stored under {name}/{iid}")
             except InvalidRecordError as exc:
-                marker = (name, iid, record)
-                if marker not in self._warned:
-                    self._warned.add(marker)
-                    log.warning("skipping bad registry record %s/%s in %s: %s", name, iid, self.path, exc)
+                self._warned.warning(
+                    log, (name, iid, record), "skipping bad registry record %s/%s in %s: %s", name, iid, self.path, exc
+                )
                 continue
             instances.append(instance)
         return sort_snapshot(instances)
 
-    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
-        self._check_name(name)
-        self._ensure_open()
-        feed = self._feeds.get(name)
-        if feed is None:
-            feed = SnapshotFeed()
-            revision, rows = await self._run(lambda conn: (_revision(conn, name), _live_rows(conn, name)))
-            existing = self._feeds.setdefault(name, feed)
-            if existing is feed:
-                self._feed_revisions[name] = revision
-                # A poll already under way did not look at this name: make the next one compare
-                # every feed's revision instead of trusting the global revision it recorded.
-                self._feeds_added += 1
-                self._global_revision = -1
-                await feed.publish(self._decode(rows))
-            feed = existing
+    async def _load(self, name: str) -> tuple[Snapshot, int]:
+        """First snapshot of a newly watched name, and the revision it was read at."""
+        revision, rows = await self._run(lambda conn: (_revision(conn, name), _live_rows(conn, name)))
+        # A poll already under way did not look at this name: make the next one compare every
+        # watched name's revision instead of trusting the global revision it recorded.
+        self._feeds_added += 1
+        self._global_revision = -1
         if self._poll_task is None or self._poll_task.done():
             self._poll_task = asyncio.get_running_loop().create_task(self._poll_loop())
-        async for snapshot in feed.subscribe():
-            yield snapshot
+        return self._decode(rows), revision
+
+    async def _stop_polling(self) -> None:
+        """The last watcher left: no poller runs for a registry nobody watches."""
+        task, self._poll_task = self._poll_task, None
+        await cancel_and_wait((task,))
 
     async def _poll_loop(self) -> None:
-        failing = False
+        backoff = Backoff(self.poll_interval, max(self.poll_interval, 2.0))
         while not self._closed:
             try:
                 await self._poll_once()
-                if failing:
-                    log.info("sqlite registry %s readable again", self.path)
-                failing = False
-            except RegistryUnavailableError as exc:
-                if not failing:
-                    log.warning("sqlite registry poll failed, keeping last snapshots: %s", exc)
-                failing = True
-            except Exception:  # a bug must not silently end every watch of this registry
-                if self._closed:
-                    return
-                log.exception("sqlite registry %s: unexpected error while polling; polling on", self.path)
-                failing = True
+            except Exception as exc:  # nothing may end the watches of this registry silently
+                if backoff.attempts == 0:
+                    if isinstance(exc, RegistryUnavailableError):
+                        log.warning("sqlite registry poll failed, keeping last snapshots: %s", exc)
+                    else:
+                        log.exception("sqlite registry %s: unexpected error while polling; polling on", self.path)
+                await backoff.sleep()
+                continue
+            if backoff.attempts:
+                log.info("sqlite registry %s readable again", self.path)
+                backoff.reset()
             await asyncio.sleep(self.poll_interval)
 
     async def _poll_once(self) -> None:
-        names = list(self._feeds)
-        known = dict(self._feed_revisions)
+        topics = {topic.name: topic for topic in self._hub.topics()}
+        names = list(topics)
+        known = {name: topic.state for name, topic in topics.items()}
         last_global = self._global_revision
         feeds_added = self._feeds_added
         purge = time.time() >= self._next_expiry
@@ -297,8 +298,8 @@ class SqliteRegistry(BaseRegistry):
             self._global_revision = current
         self._next_expiry = next_expiry
         for name, (revision, rows) in changed.items():
-            self._feed_revisions[name] = revision
-            await self._feeds[name].publish(self._decode(rows))
+            topics[name].state = revision
+            await topics[name].publish(self._decode(rows))
 
     # -- shutdown ---------------------------------------------------------------------
 
@@ -307,7 +308,7 @@ class SqliteRegistry(BaseRegistry):
             return
         for task in (self._heartbeat_task, self._poll_task):
             if task is not None:
-                task.cancel()
+                task.cancel()  # at once: no poll or heartbeat races the deregistration below
         async with self._lock:
             owned = list(self._owned)
             self._owned.clear()
@@ -317,12 +318,8 @@ class SqliteRegistry(BaseRegistry):
                 except RegistryUnavailableError as exc:
                     log.warning("could not deregister on close (they will expire after their TTL): %s", exc)
             self._closed = True
-        for feed in self._feeds.values():
-            await feed.close()
-        for task in (self._heartbeat_task, self._poll_task):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+        await self._hub.close()
+        await cancel_and_wait((self._heartbeat_task, self._poll_task))
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)

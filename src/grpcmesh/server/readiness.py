@@ -17,8 +17,9 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from grpcmesh._backoff import Backoff
 from grpcmesh._tasks import cancel_and_wait
-from grpcmesh.errors import MeshError
+from grpcmesh.errors import MeshError, RegistryClosedError
 from grpcmesh.model import HealthStatus, ServiceInstance, check_service_name
 from grpcmesh.registry import Registry
 
@@ -107,16 +108,31 @@ class DependencyReadiness:
         return not self.missing
 
     async def _watch(self, dependency: Dependency) -> None:
+        """Follow one dependency for as long as the service runs: any failure is logged once per
+        failing streak (with the service and the dependency), backed off, and the watch reopened."""
+        backoff = Backoff(min(0.1, self._retry_delay), self._retry_delay)
         while True:
             try:
                 async for snapshot in self._registry.watch(dependency.name):
                     await self._update(dependency, snapshot)
-                return  # the registry closed
-            except MeshError as exc:
-                log.warning(
-                    "watching dependency %s failed, retrying in %ss: %s", dependency.name, self._retry_delay, exc
-                )
-                await asyncio.sleep(self._retry_delay)
+                    backoff.reset()
+            except asyncio.CancelledError:
+                raise
+            except RegistryClosedError:
+                log.info("%s: registry closed; dependency %s is no longer watched", self._service_name, dependency.name)
+                return
+            except Exception as exc:
+                if backoff.attempts == 0:
+                    log.warning(
+                        "%s: watching dependency %s failed, keeping its last state and retrying: %s",
+                        self._service_name,
+                        dependency.name,
+                        exc,
+                        exc_info=not isinstance(exc, MeshError),
+                    )
+            else:
+                log.debug("%s: watch of dependency %s ended; reopening", self._service_name, dependency.name)
+            await backoff.sleep()
 
     async def _update(self, dependency: Dependency, snapshot: Sequence[ServiceInstance]) -> None:
         available = is_available(dependency, snapshot)

@@ -1,0 +1,267 @@
+"""The channel's private half: its endpoint set and everything a call asks of its channel.
+
+``MeshChannel`` is what users hold (a ``grpc.aio.Channel`` plus ``stats()``/``endpoints``);
+this is what the call engine in :mod:`grpcmesh.client.calls` talks to. The methods are the
+engine's extension points, in the order a call meets them:
+
+1. :meth:`CallHost.call_options` — per-call deadline and metadata, computed once before the
+   first attempt (deadline and request-context propagation belong here);
+2. :meth:`CallHost.begin_call` — the mesh's client-side observation (auth headers, tracing
+   context, metrics, access log) starts; it returns what to call with the final status;
+3. :meth:`CallHost.pick_now` / :meth:`CallHost.acquire` — an endpoint is chosen (fail-fast
+   or wait-for-ready decisions);
+4. :meth:`CallHost.attempt_started` / :meth:`CallHost.attempt_ended` — per-attempt
+   accounting (outlier ejection, balancer load, throttling);
+5. :meth:`CallHost.may_retry` — whether a failed attempt moves to another endpoint (retry budget);
+6. :meth:`CallHost.ensure_connected` — client-streaming kinds only: the chosen endpoint's
+   connection must be ready before the caller's stream is handed to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from grpcmesh.client.errors import NoEndpointsRpcError, is_not_sent, is_transport_failure
+from grpcmesh.client.subchannel import OutlierPolicy, SubChannel
+from grpcmesh.discovery.balancers import Balancer
+from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
+from grpcmesh.errors import ChannelClosedError
+
+if TYPE_CHECKING:
+    from grpcmesh.client.calls import CallFinish, CallObserver, CallOptions, MethodSpec
+
+log = logging.getLogger("grpcmesh.client")
+
+
+class CallHost:
+    """One channel's sub-channels, balancer and outlier state, and the calls' questions to it."""
+
+    def __init__(
+        self,
+        watcher: EndpointWatcher,
+        filter: EndpointFilter,
+        balancer: Balancer,
+        open_sub: Callable[[Endpoint], SubChannel],
+        *,
+        endpoint_wait: float,
+        retry_methods: Collection[str],
+        hash_key: str,
+        outlier: OutlierPolicy,
+        drain_grace: float,
+        connect_timeout: float,
+        observer: CallObserver | None,
+    ) -> None:
+        self.watcher = watcher
+        self.service = watcher.service
+        self.filter = filter
+        self.balancer = balancer
+        self._open_sub = open_sub
+        self._endpoint_wait = endpoint_wait
+        self._retry_methods = frozenset(retry_methods)
+        self._hash_key = hash_key
+        self._outlier = outlier
+        self._drain_grace = drain_grace
+        self._connect_timeout = connect_timeout
+        self.observer = observer
+        self.subs: dict[str, SubChannel] = {}
+        self.draining: set[SubChannel] = set()
+        self._next_unejection = float("inf")
+        self.closed = False
+        self.retries = 0
+        self.no_endpoint_errors = 0
+        self.ejections_of_gone = 0
+        """Ejections counted by sub-channels that have since been closed (keeps the total monotonic)."""
+
+    # -- endpoint set -----------------------------------------------------------------
+
+    def on_endpoints(self, endpoints: tuple[Endpoint, ...]) -> None:
+        if self.closed:
+            return
+        wanted = {e.id: e for e in endpoints}
+        for endpoint_id, sub in list(self.subs.items()):
+            new = wanted.get(endpoint_id)
+            if new is None or new.target != sub.endpoint.target:
+                del self.subs[endpoint_id]
+                self._retire(sub)
+        for endpoint in endpoints:
+            existing = self.subs.get(endpoint.id)
+            if existing is None:
+                self.subs[endpoint.id] = self._open_sub(endpoint)
+            else:
+                existing.endpoint = endpoint
+        log.info("%s now has %d endpoint(s) (%s)", self.service, len(self.subs), self.filter.describe())
+        self._rebalance()
+
+    def _retire(self, sub: SubChannel) -> None:
+        """Stop picking ``sub``; close it after its running calls end (never cancel them early)."""
+        self.draining.add(sub)
+        task = sub.drain(self._drain_grace)
+        task.add_done_callback(lambda _: self._forget(sub))
+
+    def _forget(self, sub: SubChannel) -> None:
+        if sub in self.draining:
+            self.draining.discard(sub)
+            self.ejections_of_gone += sub.ejections
+
+    def ejections_total(self) -> int:
+        """Every ejection this channel made, including those of endpoints that left: never decreases."""
+        live = sum(s.ejections for s in self.subs.values()) + sum(s.ejections for s in self.draining)
+        return self.ejections_of_gone + live
+
+    def _rebalance(self) -> None:
+        now = time.monotonic()
+        subs = list(self.subs.values())
+        active = [s.endpoint for s in subs if not s.is_ejected(now)]
+        if not active:  # panic mode: every endpoint is ejected; better to try them than fail
+            active = [s.endpoint for s in subs]
+        self.balancer.update(active)
+        self._next_unejection = min((s.ejected_until for s in subs if s.is_ejected(now)), default=float("inf"))
+
+    def take_all(self) -> list[SubChannel]:
+        """Every sub-channel, live and draining, removed from the host (for closing the channel)."""
+        subs = list(self.subs.values()) + list(self.draining)
+        for sub in subs:
+            self.ejections_of_gone += sub.ejections
+        self.subs.clear()
+        self.draining.clear()
+        return subs
+
+    # -- 1. per-call options ----------------------------------------------------------------
+
+    def call_options(
+        self,
+        timeout: float | None,
+        metadata: Any,
+        credentials: grpc.CallCredentials | None,
+        wait_for_ready: bool | None,
+        compression: grpc.Compression | None,
+    ) -> CallOptions:
+        """The call's deadline (absolute, loop clock) and metadata, fixed before the first attempt."""
+        from grpcmesh.client.calls import CallOptions
+
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))
+
+    def _request_key(self, metadata: Any) -> str | None:
+        if not metadata:
+            return None
+        for key, value in metadata:
+            if key.lower() == self._hash_key:
+                return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+        return None
+
+    # -- 2. observation -------------------------------------------------------------------
+
+    def begin_call(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        """Start the mesh's observation of one call (may add metadata); ``None`` when nothing observes."""
+        observer = self.observer
+        return None if observer is None else observer.begin(spec, options)
+
+    # -- 3. endpoint acquisition -------------------------------------------------------------
+
+    def _pick(self, request_key: str | None, exclude: set[str]) -> SubChannel | None:
+        if time.monotonic() >= self._next_unejection:
+            self._rebalance()
+        endpoint = self.balancer.pick(request_key, exclude)
+        if endpoint is None and exclude:
+            # The balancer only knows non-ejected endpoints; a retry may still use an ejected one.
+            endpoint = next((s.endpoint for s in self.subs.values() if s.id not in exclude), None)
+        return None if endpoint is None else self.subs.get(endpoint.id)
+
+    def pick_now(self, request_key: str | None) -> SubChannel | None:
+        """``acquire``'s common case without a coroutine: an endpoint if one can be picked now.
+
+        ``None`` means the caller must ``await acquire(...)`` (no endpoint yet, so it waits).
+        """
+        if self.closed:
+            raise ChannelClosedError("MeshChannel is closed")
+        self.watcher.start()
+        return self._pick(request_key, set())
+
+    async def acquire(
+        self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
+    ) -> SubChannel | None:
+        """An endpoint, waiting for one to appear (up to ``endpoint_wait``, or the deadline with
+        ``wait_for_ready``); ``None`` only when ``exclude`` leaves nothing (the retry gives up)."""
+        if self.closed:
+            raise ChannelClosedError("MeshChannel is closed")
+        self.watcher.start()
+        sub = self._pick(request_key, exclude)
+        if sub is not None or exclude:
+            return sub
+        loop = asyncio.get_running_loop()
+        wait = None if wait_for_ready else self._endpoint_wait
+        remaining = None if deadline is None else deadline - loop.time()
+        limit = remaining if wait is None else (wait if remaining is None else min(wait, remaining))
+        await self.watcher.wait_for_endpoints(limit)
+        sub = self._pick(request_key, exclude)
+        if sub is not None:
+            return sub
+        self.no_endpoint_errors += 1
+        raise self._no_endpoints_error(limit, deadline_hit=remaining is not None and limit == remaining)
+
+    def _no_endpoints_error(self, waited: float | None, deadline_hit: bool) -> NoEndpointsRpcError:
+        where = f"service {self.service!r} ({self.filter.describe()})"
+        known = "" if self.watcher.synced else "; the registry has not answered yet"
+        if deadline_hit:
+            return NoEndpointsRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"deadline exceeded while waiting for a SERVING endpoint of {where}{known}",
+            )
+        return NoEndpointsRpcError(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no SERVING endpoint of {where} after waiting {waited or 0:.1f}s{known}",
+        )
+
+    # -- 4. attempts ----------------------------------------------------------------------
+
+    def attempt_started(self, sub: SubChannel) -> float:
+        sub.call_started()
+        self.balancer.call_started(sub.endpoint)
+        return time.monotonic()
+
+    def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None:
+        latency = time.monotonic() - started
+        transport_failure = isinstance(error, grpc.aio.AioRpcError) and is_transport_failure(error)
+        sub.call_finished(latency, ok=not transport_failure)
+        self.balancer.call_finished(sub.endpoint, latency, not transport_failure)
+        if isinstance(error, grpc.aio.AioRpcError) and is_not_sent(error):
+            if sub.record_connect_failure(self._outlier) and sub.id in self.subs:
+                self._rebalance()
+        elif not transport_failure:
+            sub.record_success()
+
+    # -- 5. retries -----------------------------------------------------------------------
+
+    def may_retry(self, method: str, error: BaseException) -> bool:
+        """One retry on another endpoint: when the request never left, or UNAVAILABLE on an opted-in method."""
+        if not isinstance(error, grpc.aio.AioRpcError) or isinstance(error, NoEndpointsRpcError):
+            return False
+        retry = is_not_sent(error) or (
+            error.code() is grpc.StatusCode.UNAVAILABLE and ("/" + method.strip("/")) in self._retry_methods
+        )
+        if retry:
+            self.retries += 1
+            log.debug("retrying %s on another endpoint of %s after: %s", method, self.service, error.details())
+        return retry
+
+    # -- 6. connection before a client stream ---------------------------------------------------
+
+    async def ensure_connected(self, sub: SubChannel, deadline: float | None) -> bool:
+        if sub.channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return True
+        remaining = None if deadline is None else deadline - asyncio.get_running_loop().time()
+        limit = self._connect_timeout if remaining is None else max(0.0, min(self._connect_timeout, remaining))
+        try:
+            await asyncio.wait_for(sub.channel.channel_ready(), limit)
+        except TimeoutError:
+            if sub.record_connect_failure(self._outlier) and sub.id in self.subs:
+                self._rebalance()
+            return False
+        return True
