@@ -54,7 +54,7 @@ async def test_calls_between_meshes_become_an_observed_edge_with_history(tmp_pat
         load = asyncio.create_task(traffic())
         try:
             async with (
-                Dashboard(url, port=0, scrape_interval=0.5, relist_interval=0.5) as dashboard,
+                Dashboard(url, port=0, scrape_interval=1.0, relist_interval=0.5) as dashboard,
                 aiohttp.ClientSession() as http,
             ):
                 state = await wait_for_edge(http, dashboard.url, "frontend", "backend")
@@ -81,14 +81,16 @@ async def test_calls_between_meshes_become_an_observed_edge_with_history(tmp_pat
 
 
 async def wait_for_edge(http: aiohttp.ClientSession, url: str, source: str, target: str) -> dict[str, Any]:
-    """``/api/state`` once the edge shows calls and errors (bounded wait)."""
+    """``/api/state`` once the edge shows calls and errors and both ends were scraped in the same
+    round (bounded wait: on a loaded machine one scrape can time out and miss a round)."""
     state: dict[str, Any] = {}
     for _ in range(60):
         await asyncio.sleep(0.5)
         async with http.get(url + "api/state") as response:
             state = await response.json()
+        scraped = all(i["metrics"]["status"] == "ok" for s in state["services"] for i in s["instances"])
         for edge in state["edges"]:
             rates = edge["rates"]
-            if (edge["from"], edge["to"]) == (source, target) and rates and rates["error_ratio"] > 0:
+            if (edge["from"], edge["to"]) == (source, target) and rates and rates["error_ratio"] > 0 and scraped:
                 return state
     raise AssertionError(f"no {source}->{target} edge with calls and errors: {state.get('edges')}")

@@ -68,3 +68,21 @@ def test_only_http_metrics_urls_are_scraped() -> None:
     problem = check_metrics_url("file:///etc/passwd")
     assert problem is not None
     assert "http(s)" in problem
+
+
+def test_no_external_edge_while_a_callers_scrape_is_missing() -> None:
+    """The caller's endpoint failed this round: its calls must not be mistaken for outside callers."""
+    view = MeshView()
+    callee_url, caller_url = "http://127.0.0.1:9464/metrics", "http://127.0.0.1:9465/metrics"
+    view.apply("orders", [inst("o1", metadata={"metrics_url": callee_url})])
+    view.apply("gateway", [inst("g1", name="gateway", metadata={"metrics_url": caller_url})])
+    served = EndpointState(window=Window(10.0, 0.0))
+    calling = EndpointState(window=Window(0.0, 0.0), edges={("gateway", "orders"): Window(10.0, 0.0)})
+    failed = EndpointState(error="timed out after 0.8s")
+
+    def edges(caller: EndpointState) -> set[tuple[str, str]]:
+        state = view.to_json(lambda u: served if u == callee_url else caller)
+        return {(e["from"], e["to"]) for e in state["edges"]}
+
+    assert edges(calling) == {("gateway", "orders")}
+    assert edges(failed) == set()

@@ -206,11 +206,18 @@ class MeshView:
         return {name: summarize(served[name]) if name in served else None for name in self._services}
 
     def edges(self, metrics: MetricsLookup) -> list[Edge]:
+        """Observed and declared edges. Calls from outside the mesh are only worked out while every
+        scraped endpoint has a window: a caller whose scrape just failed would otherwise look external."""
         served, observed = self._windows(metrics)
         everyone = [inst for instances in self._services.values() for inst in instances]
         declared = {(inst.name, dep) for inst in everyone for dep in inst.dependencies}
         known = set(self._services) | {dep for _, dep in declared}
-        return build_edges(known, declared, observed, served)
+        complete = all(
+            (endpoint := metrics(url)) is not None and endpoint.window is not None
+            for inst in everyone
+            if (url := metrics_target(inst)[0])
+        )
+        return build_edges(known, declared, observed, served if complete else {})
 
     def to_json(self, metrics: MetricsLookup, history: MeshHistory | None = None) -> dict[str, Any]:
         """Everything the page draws: services (instances, rates, history) and the edges."""
