@@ -132,7 +132,7 @@ async def test_a_metrics_url_on_another_host_is_never_fetched(tmp_path: Path, ca
         (text(SECRET, status=500, reason=SECRET.replace("=", "-")), "HTTP 500"),
         (text("# TYPE x counter\n" + SECRET + " {{{\n"), "malformed"),
         (text(GOOD.replace(" 5\n", " NaN\n") + "# " + SECRET + "\n"), "not a finite count"),
-        (text(BAD_BUCKET + "# " + SECRET + "\n"), "numeric 'le'"),
+        (text(BAD_BUCKET + "# " + SECRET + "\n"), "numeric, non-negative 'le'"),
     ],
     ids=["http-error", "garbage", "nan-counter", "malformed-bucket"],
 )
@@ -204,6 +204,8 @@ async def test_responses_are_capped_in_size_and_time(tmp_path: Path) -> None:
         "x{" * 5000,
         'grpc_server_handled_total{grpc_code="OK"} 1e999\n',
         'grpc_server_handled_total{grpc_code="OK"} -3\n',
+        'grpc_server_handled_total{grpc_code="OK"} 1.7e308\n',
+        'grpc_server_handling_seconds_bucket{le="-1"} 2\n',
         "\x00\xff",
         "a b c d e f\n",
     ],

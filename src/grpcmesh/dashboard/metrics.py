@@ -30,6 +30,8 @@ CLIENT_HANDLING_SECONDS_BUCKET = "grpc_client_handling_seconds_bucket"
 OK_CODE = "OK"
 MAX_SERIES = 20_000
 """Series of the four families above kept from one exposition; more is treated as malformed."""
+MAX_COUNT = float(2**53)
+"""Larger than any real counter (and than a float counts exactly): rates stay finite numbers."""
 
 EdgeKey = tuple[str, str]
 """(caller, callee) mesh service names, as the client series' labels give them."""
@@ -125,7 +127,7 @@ def parse_sample(
                 if target is None or _is_ignored(sample.labels, ignored_services):
                     continue
                 value = float(sample.value)
-                if not math.isfinite(value) or value < 0:
+                if not 0 <= value <= MAX_COUNT:  # also false for NaN
                     raise MalformedExposition(f"{sample.name} has a value that is not a finite count")
                 if sample.name.endswith("_bucket"):
                     _parse_bound(sample.labels.get("le"), sample.name)
@@ -154,8 +156,8 @@ def _parse_bound(le: str | None, name: str) -> float:
         bound = float(le) if le is not None else math.nan
     except ValueError:
         bound = math.nan
-    if math.isnan(bound):
-        raise MalformedExposition(f"{name} has a bucket without a numeric 'le' label")
+    if not bound >= 0:  # also true for NaN
+        raise MalformedExposition(f"{name} has a bucket without a numeric, non-negative 'le' label")
     return bound
 
 
