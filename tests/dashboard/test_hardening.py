@@ -260,3 +260,24 @@ async def test_collector_loops_survive_any_exception_and_log_it_once(
     assert sum("listing the registry's services failed" in w for w in warnings) == 1
     assert sum("watching service 'orders' failed" in w for w in warnings) == 1
     assert any("works again" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_registry_with_too_many_services_is_followed_truncated_with_one_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from grpcmesh.dashboard import collector as collector_module
+
+    monkeypatch.setattr(collector_module, "MAX_SERVICES", 3)
+    registry = MemoryRegistry(tmp_path.name)
+    for n in range(5):
+        await registry.register(ServiceInstance(name=f"svc-{n}", id="i", address="127.0.0.1", port=7000 + n))
+    collector = MeshCollector(registry, Hub(), scrape_interval=60, relist_interval=0.05)
+    with caplog.at_level(logging.WARNING, logger="grpcmesh.dashboard"):
+        await collector.start()
+        try:
+            await asyncio.sleep(0.3)  # a few re-listings
+            assert sorted(collector.view.services) == ["svc-0", "svc-1", "svc-2"]
+        finally:
+            await collector.stop()
+            await registry.close()
+    assert sum("lists 5 services" in r.getMessage() for r in caplog.records) == 1
