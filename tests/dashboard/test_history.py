@@ -26,6 +26,7 @@ def test_points_are_kept_for_the_window_only() -> None:
     points = history.service_json("orders")["points"]
     assert [p[0] for p in points] == [1000.0 + t for t in range(89, 100)]  # the last 10 s, both ends
     assert points[-1][1] == 99
+    assert history.service_json("orders", latest_only=True)["points"] == [points[-1]]
     assert history.service_json("silent") == {"points": [], "markers": []}
 
 

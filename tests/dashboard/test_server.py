@@ -68,6 +68,10 @@ async def test_state_and_live_registry_events(tmp_path: Path) -> None:
                 assert streamed["edges"] == state["edges"]
                 assert set(streamed["services"][0]["history"]) == {"points", "markers"}
                 assert streamed["history_seconds"] == 600
+                assert streamed["history_latest_only"] is False  # a connecting page gets the whole history
+                later = await _next(stream, "state")
+                assert later["history_latest_only"] is True  # then only the newest point per second
+                assert all(len(s["history"]["points"]) <= 1 for s in later["services"])
 
                 await registry.register(_instance("o2"))
                 added = await _next(stream, "registry")

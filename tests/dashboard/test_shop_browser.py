@@ -181,6 +181,12 @@ async def test_observed_edges_history_and_kill_in_headless_chromium(shop: Shop, 
         for expected in ("order-service#2", "payment-service", "SERVING", "last scrape", "ok"):
             assert expected in text, (expected, text)
         await page.wait_for_timeout(8000)  # more points on the charts
+        # the stream sends one new point per second; the page keeps them as a series
+        drawn = await page.locator(
+            'section.service[data-service="order-service"] svg[data-chart="calls"] polyline'
+        ).get_attribute("points")
+        assert drawn is not None
+        assert len(drawn.split()) >= 5, drawn
         await page.screenshot(path=str(ARTIFACTS / "dashboard-shop.png"))
         if os.environ.get("GRPCMESH_UPDATE_SCREENSHOT"):
             shutil.copyfile(ARTIFACTS / "dashboard-shop.png", SCREENSHOT)

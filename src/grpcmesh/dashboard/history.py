@@ -129,12 +129,15 @@ class MeshHistory:
     def health_history(self, service: str, instance_id: str) -> list[dict[str, Any]]:
         return [{"at": round(at, 3), "health": health} for at, health in self._health.get((service, instance_id), ())]
 
-    def service_json(self, name: str) -> dict[str, Any]:
+    def service_json(self, name: str, *, latest_only: bool = False) -> dict[str, Any]:
+        """``points`` (``[unix time, calls/s, error ratio, p99 s]``; only the newest if
+        ``latest_only``) and ``markers`` (always all: there are few)."""
         history = self._services.get(name)
         if history is None:
             return {"points": [], "markers": []}
+        points = list(history.points)[-1:] if latest_only else history.points
         return {
-            "points": [p.to_json() for p in history.points],
+            "points": [p.to_json() for p in points],
             "markers": [m.to_json() for m in history.markers],
         }
 

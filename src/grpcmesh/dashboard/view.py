@@ -219,21 +219,34 @@ class MeshView:
         )
         return build_edges(known, declared, observed, served if complete else {})
 
-    def to_json(self, metrics: MetricsLookup, history: MeshHistory | None = None) -> dict[str, Any]:
-        """Everything the page draws: services (instances, rates, history) and the edges."""
+    def to_json(
+        self, metrics: MetricsLookup, history: MeshHistory | None = None, *, latest_only: bool = False
+    ) -> dict[str, Any]:
+        """Everything the page draws: services (instances, rates, history) and the edges.
+
+        ``latest_only``: each service's history holds only its newest point (what the live
+        stream sends every second; the page keeps the rest), marked ``"history_latest_only"``.
+        """
         edges = self.edges(metrics)
         names = sorted(set(self._services) | {e.target for e in edges} | {e.source for e in edges})
-        services = [self._service_json(name, self._services.get(name, []), metrics, history) for name in names]
+        services = [
+            self._service_json(name, self._services.get(name, []), metrics, history, latest_only) for name in names
+        ]
         return {
             "generated_at": time.time(),
             "history_seconds": history.seconds if history is not None else None,
+            "history_latest_only": latest_only,
             "services": services,
             "edges": [edge.to_json() for edge in edges],
         }
 
     @staticmethod
     def _service_json(
-        name: str, instances: list[ServiceInstance], metrics: MetricsLookup, history: MeshHistory | None
+        name: str,
+        instances: list[ServiceInstance],
+        metrics: MetricsLookup,
+        history: MeshHistory | None,
+        latest_only: bool = False,
     ) -> dict[str, Any]:
         windows: dict[str, Window] = {}
         rows = []
@@ -253,7 +266,7 @@ class MeshView:
             "dependencies": sorted({dep for inst in instances for dep in inst.dependencies}),
             "health": _service_health(instances),
             "rates": summarize(total).to_json() if total is not None else None,
-            "history": history.service_json(name) if history is not None else None,
+            "history": history.service_json(name, latest_only=latest_only) if history is not None else None,
             "instances": rows,
         }
 

@@ -297,6 +297,27 @@ function charts(s, now, window) {
 let selected = null;
 let instancesByKey = new Map();
 let latestState = { generated_at: 0, history_seconds: 600 };
+const pointsByService = new Map();
+
+// The stream sends each service's whole history when the page connects, then only its newest
+// point every second ("history_latest_only"): the page keeps the points, trimmed to the window.
+function mergeHistory(state) {
+  const horizon = state.generated_at - (state.history_seconds || 600);
+  const seen = new Set();
+  for (const s of state.services) {
+    if (!s.history) continue;
+    seen.add(s.name);
+    let points = state.history_latest_only ? (pointsByService.get(s.name) || []) : [];
+    const last = points.length ? points[points.length - 1][0] : -Infinity;
+    for (const p of s.history.points) if (p[0] > last) points.push(p);
+    let old = 0;
+    while (old < points.length && points[old][0] < horizon) old++;
+    if (old) points = points.slice(old);
+    pointsByService.set(s.name, points);
+    s.history.points = points;
+  }
+  for (const name of [...pointsByService.keys()]) if (!seen.has(name)) pointsByService.delete(name);
+}
 
 function markSelected() {
   for (const tr of document.querySelectorAll("tr.instance")) {
@@ -376,6 +397,7 @@ function connect() {
   source.addEventListener("registry", (msg) => addEvents([JSON.parse(msg.data)], false));
   source.addEventListener("state", (msg) => {
     const state = JSON.parse(msg.data);
+    mergeHistory(state);
     latestState = state;
     renderGraph(state);
     renderServices(state);
