@@ -59,12 +59,12 @@ async def serve_instances(registry_url: str, count: int, churn: float) -> None:
                 code = "UNAVAILABLE" if rng.random() < 0.05 else "OK"
                 seconds = rng.expovariate(200)
                 labels = (f"shop.{service}", "Get", "unary")
-                metrics.server_handled.labels(*labels, code).inc()
-                metrics.server_handling.labels(*labels).observe(seconds)
+                metrics.server_handled.child(*labels, code).inc()
+                metrics.server_handling.child(*labels).observe(seconds)
                 for callee in CALLS.get(service, ()):
                     edge = (f"shop.{callee}", "Get", "unary", service, callee)
-                    metrics.client_handled.labels(*edge, code).inc()
-                    metrics.client_handling.labels(*edge).observe(seconds)
+                    metrics.client_handled.child(*edge, code).inc()
+                    metrics.client_handling.child(*edge).observe(seconds)
             return web.Response(body=generate_latest(metrics.registry), content_type="text/plain")
 
         app = web.Application()

@@ -115,7 +115,7 @@ def test_structural_errors_name_the_file(tmp_path: Path) -> None:
         ("service: [unclosed", "not valid YAML"),
         ("- a\n- b\n", "must be a mapping"),
         ("service:\n  name: a\n  name: b\n", "appears twice"),
-        ("a: &x [*x]\n", "not valid YAML"),
+        ("a: &x [*x]\n", "refers to a node that contains it"),
     ]:
         file = write(tmp_path, text)
         with pytest.raises(ConfigError, match=fragment) as info:

@@ -21,13 +21,13 @@ class Process:
     def call(self, callee: str, n: int, seconds: float, code: str = "OK") -> None:
         labels = (f"shop.{callee}", "Get", "unary", self.service, callee)
         for _ in range(n):
-            self.metrics.client_handled.labels(*labels, code).inc()
-            self.metrics.client_handling.labels(*labels).observe(seconds)
+            self.metrics.client_handled.child(*labels, code).inc()
+            self.metrics.client_handling.child(*labels).observe(seconds)
 
     def serve(self, n: int, code: str = "OK") -> None:
         for _ in range(n):
-            self.metrics.server_handled.labels(f"shop.{self.service}", "Get", "unary", code).inc()
-            self.metrics.server_handling.labels(f"shop.{self.service}", "Get", "unary").observe(0.01)
+            self.metrics.server_handled.child(f"shop.{self.service}", "Get", "unary", code).inc()
+            self.metrics.server_handling.child(f"shop.{self.service}", "Get", "unary").observe(0.01)
 
     def sample(self, at: float) -> MetricsSample:
         return parse_sample(generate_latest(self.metrics.registry).decode(), at)

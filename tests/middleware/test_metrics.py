@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -11,21 +10,21 @@ import grpc
 import pytest
 from prometheus_client import CollectorRegistry
 
-from grpcmesh import Mesh
 from grpcmesh.client.channel import ChannelStats
-from grpcmesh.config import MeshConfig
-from grpcmesh.config.models import ServiceConfig
 from grpcmesh.middleware import (
     ChannelStatsCollector,
     MetricsServer,
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
-from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+from grpcmesh.protos import echo_pb2
 from grpcmesh.testing import EchoServicer
 from tests.middleware.echo_calls import KINDS, METHOD_OF_KIND, call_kind, echo_server, echo_stub
 
 SERVICE = "grpcmesh.echo.v1.Echo"
+
+PLAIN_CHANNEL = {"caller": "", "callee": ""}
+"""Client series name the calling and called mesh services; on a plain grpc channel both are empty."""
 
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
@@ -66,13 +65,11 @@ async def test_server_and_client_count_ok_and_failed_calls_of_every_kind(kind: s
     assert sample(registry, "grpc_service_requests_total", service="echo-service", method=full, status="NOT_FOUND") == 1
     assert sample(registry, "grpc_service_latency_seconds_count", service="echo-service", method=full) == 2
 
-    client = {**labels, "caller": "", "callee": ""}  # a plain channel, in a process with no mesh service
-
     def client_recorded() -> None:
-        assert sample(registry, "grpc_client_started_total", **client) == 2
-        assert sample(registry, "grpc_client_handled_total", **client, grpc_code="OK") == 1
-        assert sample(registry, "grpc_client_handled_total", **client, grpc_code="NOT_FOUND") == 1
-        assert sample(registry, "grpc_client_handling_seconds_count", **client) == 2
+        assert sample(registry, "grpc_client_started_total", **labels, **PLAIN_CHANNEL) == 2
+        assert sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="OK") == 1
+        assert sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="NOT_FOUND") == 1
+        assert sample(registry, "grpc_client_handling_seconds_count", **labels, **PLAIN_CHANNEL) == 2
 
     await eventually(client_recorded)
 
@@ -127,8 +124,9 @@ async def test_deadline_exceeded_is_recorded_on_both_sides() -> None:
             await stub.Unary(echo_pb2.EchoRequest(delay_ms=2000), timeout=0.2)
         assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         labels = {"grpc_service": SERVICE, "grpc_method": "Unary", "grpc_type": "unary"}
-        client = {**labels, "caller": "", "callee": ""}
-        assert sample(registry, "grpc_client_handled_total", **client, grpc_code="DEADLINE_EXCEEDED") == 1
+        assert (
+            sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="DEADLINE_EXCEEDED") == 1
+        )
 
         def server_recorded() -> None:
             assert sample(registry, "grpc_server_handled_total", **labels, grpc_code="DEADLINE_EXCEEDED") == 1
@@ -197,22 +195,3 @@ async def test_registries_are_independent() -> None:
     labels = {"grpc_service": SERVICE, "grpc_method": "Unary", "grpc_type": "unary"}
     assert sample(first, "grpc_server_started_total", **labels) == 1
     assert sample(second, "grpc_server_started_total", **labels) == 0
-
-
-async def test_client_series_name_the_calling_and_the_called_mesh_service(tmp_path: Path) -> None:
-    """A call through ``mesh.channel(NAME)`` from a process serving ``caller-service`` is labelled
-    ``caller="caller-service", callee=NAME``; a plain channel's calls carry neither."""
-    url = f"sqlite://{tmp_path / 'registry.db'}"
-    metrics = CollectorRegistry()
-    config = MeshConfig(service=ServiceConfig(name="caller-service"))
-    async with Mesh(url) as server_mesh, Mesh(url, config=config, metrics_registry=metrics) as client_mesh:
-        server = server_mesh.server("echo-callee", instance_id="e1", handle_signals=False)
-        echo_pb2_grpc.add_EchoServicer_to_server(EchoServicer("e1"), server.grpc)
-        await server.start()
-        stub = echo_pb2_grpc.EchoStub(client_mesh.channel("echo-callee"))
-        for _ in range(3):
-            await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
-    labels = {"grpc_service": SERVICE, "grpc_method": "Unary", "grpc_type": "unary"}
-    edge = {**labels, "caller": "caller-service", "callee": "echo-callee"}
-    assert sample(metrics, "grpc_client_handled_total", **edge, grpc_code="OK") == 3
-    assert sample(metrics, "grpc_client_handling_seconds_count", **edge) == 3

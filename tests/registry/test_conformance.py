@@ -14,9 +14,12 @@ from grpcmesh import HealthStatus, InvalidInstanceError, RegistryClosedError, Se
 from tests.helpers import next_matching, read_line_with, start_python, stop_process
 from tests.registry.conftest import Backend
 
+EXPIRY_MARGIN_SECONDS = 8.0
+"""How long past its TTL a dead owner's registration may linger in these tests (load margin included)."""
+
 
 def inst(name: str = "user-service", iid: str = "a", port: int = 50051, **kw: object) -> ServiceInstance:
-    return ServiceInstance(name=name, id=iid, address="127.0.0.1", port=port, **kw)  # type: ignore[arg-type]
+    return ServiceInstance(name=name, id=iid, address="127.0.0.1", port=port, **kw)
 
 
 def ids(snapshot: list[ServiceInstance]) -> list[str]:
@@ -189,9 +192,11 @@ async def test_owner_killed_expires_after_ttl(backend: Backend) -> None:
             await asyncio.sleep(ttl)  # heartbeats keep it alive past one TTL
             assert ids(await reg.get_service("doomed-service")) == ["k0", "k1"]
             proc.send_signal(signal.SIGKILL)
+            # Expiry comes one TTL after the last heartbeat plus the backend's sweep; the margin
+            # is generous so a loaded CI machine does not flake, while "never expires" still fails.
             killed = time.monotonic()
-            await next_matching(stream, lambda s: s == [], timeout=ttl + 1.0)
-            assert time.monotonic() - killed <= ttl + 1.0
+            await next_matching(stream, lambda s: s == [], timeout=ttl + EXPIRY_MARGIN_SECONDS)
+            assert time.monotonic() - killed <= ttl + EXPIRY_MARGIN_SECONDS
     finally:
         await stop_process(proc)
 

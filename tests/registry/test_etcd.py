@@ -112,7 +112,8 @@ async def test_owner_reregisters_after_etcd_restarts_with_its_data_wiped(
 
             await asyncio.wait_for(all_back(), timeout=ttl + 10)
             elapsed = time.monotonic() - restarted
-            assert elapsed <= ttl + 2, f"re-registered {elapsed:.1f}s after the restart; want <= TTL + 2 s"
+            # About one keepalive after the restart when idle; TTL + 8 s leaves room for a loaded machine.
+            assert elapsed <= ttl + 8, f"re-registered {elapsed:.1f}s after the restart; want <= TTL + 8 s"
 
             async def reported() -> None:
                 # The owner logs once its last put is acknowledged; the observer, on the same
@@ -233,7 +234,8 @@ async def test_unreachable_etcd_is_a_clear_error() -> None:
     started = time.monotonic()
     with pytest.raises(RegistryUnavailableError, match=rf"etcd at {endpoint} could not be reached while registering"):
         await reg.register(inst("lonely-service", "x"))
-    assert time.monotonic() - started < 5
+    # Fails after the 1 s request timeout, not never; 10x margin for a loaded machine.
+    assert time.monotonic() - started < 10
     with pytest.raises(RegistryUnavailableError, match="check that etcd is running"):
         await anext(reg.watch("lonely-service"))
     await reg.close()

@@ -20,6 +20,9 @@ from grpcmesh.xds import XdsServer
 from grpcmesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from tests.xds.conftest import SERVICE, EchoFleet
 
+PUSH_BOUND_SECONDS = 5.0
+"""Upper bound for a registry change to reach an ADS stream; far above the idle delay, for loaded CI."""
+
 
 class AdsStream:
     """One ADS stream: requests go in through a queue, responses are read one by one."""
@@ -95,7 +98,9 @@ async def test_changes_are_pushed_promptly_and_nacks_are_logged(
         stream.send(ENDPOINT_TYPE, SERVICE, ack_of=eds_new)
         eds = eds_new
     print("registry change -> EDS push:", [f"{d * 1000:.0f}ms" for d in delays])
-    assert statistics.median(delays) < 1.0
+    # Pushes are event-driven (tens of ms when idle). The bound only has to catch a polling or
+    # stuck watch, so it leaves a generous margin for a loaded 2-core CI machine.
+    assert statistics.median(delays) < PUSH_BOUND_SECONDS
 
     # A NACK is logged with the client's reason; the same resources are not resent...
     with caplog.at_level(logging.WARNING, logger="grpcmesh.xds"):

@@ -17,7 +17,8 @@ Every attempt receives what is left of the call's deadline as its timeout.
 
 Where things happen (each is one method of the channel's private ``CallHost``, see
 :mod:`grpcmesh.client._host`): the call's options (deadline, metadata) are fixed by
-``call_options`` before the call object exists; ``begin_call`` starts the mesh's observation
+``call_options`` before the call object exists; ``admit`` may refuse the call before anything
+is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh's observation
 (auth headers, trace context, metrics, access log) in ``_MeshCall.__init__``; an endpoint is
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
@@ -29,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -43,10 +43,6 @@ from grpcmesh.client.subchannel import SubChannel
 
 if TYPE_CHECKING:
     from grpcmesh.client._host import CallHost
-
-CALLEE: contextvars.ContextVar[str] = contextvars.ContextVar("grpcmesh_callee", default="")
-"""The mesh service a ``MeshChannel`` call is addressed to, seen by the client interceptors of its
-attempts (the metrics' ``callee`` label); empty outside a mesh channel's call."""
 
 
 @dataclass(frozen=True)
@@ -84,8 +80,9 @@ CallFinish = Callable[[grpc.StatusCode, BaseException | None], None]
 class CallObserver(Protocol):
     """The mesh's client-side concerns run as one observation per call (not as interceptors)."""
 
-    def begin(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
-        """Called before the first attempt; may set ``options.metadata``; returns the end hook."""
+    def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        """Called before the first attempt of a call to mesh service ``callee``; may set
+        ``options.metadata``; returns the end hook (or ``None``)."""
         ...
 
 
@@ -133,16 +130,19 @@ class _MeshCall:
         self._started = 0.0
         self._first: Any = _NOTHING
         self._ended = False
+        self._status_task: asyncio.Task[None] | None = None
         self._finish = host.begin_call(spec, options)
-        context = contextvars.copy_context()  # the callee is set for this call's attempts only
-        context.run(CALLEE.set, host.service)
-        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish(), context=context)
+        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish())
         self._task.add_done_callback(_mark_retrieved)
 
     # -- the engine -------------------------------------------------------------------
 
     async def _establish(self) -> Any:
         try:
+            refused = self._host.admit(self._spec, self._options)
+            if refused is not None:  # spent deadline or client-side throttling: nothing is sent
+                self._fail(refused)
+                raise refused
             if self._spec.kind.request_streaming:
                 return await self._establish_fixed()
             return await self._establish_retrying()
@@ -250,15 +250,23 @@ class _MeshCall:
         if call.cancelled():
             self._end_call(asyncio.CancelledError())
             return
-        asyncio.get_running_loop().create_task(self._end_call_with_status(call)).add_done_callback(_mark_retrieved)
+        task = asyncio.get_running_loop().create_task(self._end_call_with_status(call))
+        task.add_done_callback(_mark_retrieved)
+        self._status_task = task  # held: the loop keeps only a weak reference to tasks
 
     async def _end_call_with_status(self, call: Any) -> None:
         try:
-            code = await call.code()
+            if self._spec.kind is RpcType.CLIENT_STREAM:
+                # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
+                # say INTERNAL for a client stream the server ended while it was still writing.
+                await call
+                code = grpc.StatusCode.OK
+            else:
+                code = await call.code()
         except BaseException as error:  # any failure is the call's status
             self._end_call(error)
             return
-        if code is grpc.StatusCode.OK or self._ended:
+        if code is grpc.StatusCode.OK:
             self._end_call(None)
         else:
             self._end_call(MeshRpcError(code, await call.details()))

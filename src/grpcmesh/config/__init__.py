@@ -1,4 +1,4 @@
-"""Service configuration: the seed's YAML as validated, typed settings.
+"""Service configuration: the original Go design's YAML as validated, typed settings.
 
 ``load_config(path)`` reads a file; ``${VAR}``/``${VAR:-default}`` are resolved from the
 environment, ``GRPCMESH_*`` variables override keys (see :mod:`grpcmesh.config.env`), and

@@ -1,6 +1,6 @@
 """Durations as written in configuration files: ``"10s"``, ``"500ms"``, ``"1m30s"``, or plain seconds.
 
-Configuration keeps the seed's Go-style duration strings; in code every duration is a
+Configuration keeps Go-style duration strings (as in the original Go design); in code every duration is a
 ``float`` of seconds, so nothing downstream needs to parse units again.
 """
 
@@ -25,11 +25,17 @@ def parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError(f"{value!r} is not a duration; write e.g. '10s' or '500ms'")
     if isinstance(value, (int, float)):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
     elif isinstance(value, str):
-        text = value.strip().replace(" ", "")
+        # Spaces may separate parts ("1m 30s"), never digits ("1 0s"); no "1_000" either.
+        text = re.sub(r"(?<=[a-z])\s+", "", value.strip())
         if not _WHOLE_RE.match(text):
             try:
+                if "_" in text:
+                    raise ValueError(text)
                 seconds = float(text)
             except ValueError:
                 raise ValueError(
@@ -40,7 +46,8 @@ def parse_duration(value: Any) -> float:
     else:
         raise ValueError(f"a duration must be a string such as '10s', not a {type(value).__name__}")
     if math.isnan(seconds) or not 0 <= seconds <= MAX_DURATION:
-        raise ValueError(f"{value!r} is out of range; give a duration from 0s to {int(MAX_DURATION // 3600)}h")
+        shown = repr(value) if len(repr(value)) <= 40 else "the value"
+        raise ValueError(f"{shown} is out of range; give a duration from 0s to {int(MAX_DURATION // 3600)}h")
     return seconds
 
 

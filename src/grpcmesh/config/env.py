@@ -9,7 +9,8 @@ The scheme, so deployments can change a setting without editing the file:
   ``GRPCMESH_SERVICE_PORT=50051``, ``GRPCMESH_REGISTRY_DEREGISTER_AFTER=15s``,
   ``GRPCMESH_TRACING_SAMPLE_RATE=0.5``, ``GRPCMESH_SECURITY_SERVICE_AUTH_KEY=...``.
   Values are strings, validated like file values; mapping/list keys take JSON
-  (``GRPCMESH_SERVICE_METADATA='{"zone": "a"}'``).
+  (``GRPCMESH_SERVICE_METADATA='{"zone": "a"}'``). Every other key takes the text as it is
+  (never parsed), so a secret beginning with ``{`` stays a string and is never quoted back.
 
 A ``GRPCMESH_<SECTION>_...`` variable naming no key of its section is an error (a typo
 must not be silently ignored); other ``GRPCMESH_*`` variables are left to their owners.
@@ -18,10 +19,9 @@ must not be silently ignored); other ``GRPCMESH_*`` variables are left to their 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, get_args, get_origin
 
-import yaml
-
+from grpcmesh.config.documents import load_yaml
 from grpcmesh.config.models import model_for_section
 from grpcmesh.errors import ConfigError
 
@@ -39,7 +39,7 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], source: st
         if target is None:
             continue
         section, key = target
-        value = _value(env[variable], variable, source)
+        value = _value(env[variable], variable, section, key, source)
         current = data.get(section)
         if not isinstance(current, dict):
             current = {}
@@ -78,13 +78,22 @@ def _target(variable: str, source: str) -> tuple[str, str] | None:
     return None
 
 
-def _value(raw: str, variable: str, source: str) -> Any:
+def _value(raw: str, variable: str, section: str, key: str, source: str) -> Any:
     text = raw.strip()
-    if not text.startswith(("{", "[")):
+    if not text.startswith(("{", "[")) or not _takes_collection(section, key):
         return raw
     try:
-        return yaml.safe_load(text)
-    except Exception as exc:
+        return load_yaml(text, f"${variable}")
+    except ConfigError as exc:
         raise ConfigError(
             f"{source}: environment variable {variable} is not valid JSON/YAML: {exc}", file=source
         ) from None
+
+
+def _takes_collection(section: str, key: str) -> bool:
+    """True when ``section.key`` holds a mapping or list (so its variable is parsed as JSON/YAML)."""
+    model = model_for_section(section)
+    assert model is not None
+    annotation = model.model_fields[key].annotation
+    kinds = [annotation, *get_args(annotation)]
+    return any(get_origin(kind) in (dict, list) or kind in (dict, list) for kind in kinds)

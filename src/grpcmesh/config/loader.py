@@ -13,15 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
+from grpcmesh.config.documents import MAX_BYTES, load_yaml
 from grpcmesh.config.env import apply_env_overrides
 from grpcmesh.config.interpolate import InterpolationError, interpolate
 from grpcmesh.config.models import KeyProblem, MeshConfig, known_keys
 from grpcmesh.config.paths import format_path
+from grpcmesh.config.secrets import is_secret_path, may_hold_secret
 from grpcmesh.errors import ConfigError, InvalidInstanceError
 
-_SECRET_KEYS = ("service_auth_key",)
 _MAX_SHOWN_INPUT = 60
 
 
@@ -29,7 +29,11 @@ def load_config(path: str | os.PathLike[str], *, env: Mapping[str, str] | None =
     """Load and validate a YAML configuration file (``env`` defaults to ``os.environ``)."""
     source = os.fspath(path)
     try:
-        text = Path(source).read_text(encoding="utf-8")
+        with Path(source).open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(f"{source}: the file is larger than {MAX_BYTES} bytes", file=source)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{source}: configuration file not found", file=source) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -42,7 +46,7 @@ def parse_config(
 ) -> MeshConfig:
     """Validate a YAML document (or an already parsed mapping); ``source`` names it in errors."""
     env = os.environ if env is None else env
-    data = _parse_yaml(document, source) if isinstance(document, str) else document
+    data = load_yaml(document, source) if isinstance(document, str) else document
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -65,41 +69,6 @@ def parse_config(
         raise _config_error(source, problems) from None
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that rejects duplicate keys (PyYAML silently keeps the last one)."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    loader.flatten_mapping(node)
-    mapping: dict[Any, Any] = {}
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        try:
-            duplicate = key in mapping
-        except TypeError:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"unhashable key {key!r}", key_node.start_mark
-            ) from None
-        if duplicate:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice in one mapping; keep one", key_node.start_mark
-            )
-        mapping[key] = loader.construct_object(value_node, deep=True)
-    return mapping
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _parse_yaml(text: str, source: str) -> Any:
-    try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506  (a SafeLoader subclass)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}", file=source) from None
-    except Exception as exc:  # the YAML parser fails in other ways on odd input (e.g. a date 2001-02-30)
-        raise ConfigError(f"{source}: not valid YAML: {type(exc).__name__}: {exc}", file=source) from None
-
-
 def _config_error(source: str, problems: list[tuple[str, str]]) -> ConfigError:
     if len(problems) == 1:
         path, problem = problems[0]
@@ -116,6 +85,7 @@ def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> l
         loc = [part for part in error["loc"] if part != "[key]"]
         is_key = "[key]" in error["loc"]
         path = format_path(loc)
+        secret = is_secret_path(loc)
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, KeyProblem):
             path = path + cause.key if cause.key.startswith("[") else f"{path}.{cause.key}"
@@ -125,7 +95,7 @@ def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> l
         elif isinstance(cause, ValueError):
             problem = str(cause)
         else:
-            problem = _describe(error, path)
+            problem = _describe(error, path, secret)
         if is_key:
             problem = f"bad key: {problem}"
         variable = overridden.get(path)
@@ -136,7 +106,7 @@ def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> l
     return problems
 
 
-def _describe(error: Any, path: str) -> str:
+def _describe(error: Any, path: str, secret: bool) -> str:
     kind = error.get("type", "")
     if kind == "missing":
         return "is required"
@@ -148,9 +118,11 @@ def _describe(error: Any, path: str) -> str:
     value = error.get("input")
     if kind == "string_type" and isinstance(value, (int, float)) and not isinstance(value, bool):
         return f"{message}; YAML read a number here, so write the value in quotes (e.g. '1.10')"
-    if any(secret in path for secret in _SECRET_KEYS):
-        return message
     shown = repr(value)
+    if secret or may_hold_secret(shown):
+        # A value under a secret's key, or one that names a secret or carries URL credentials
+        # (e.g. a section given as 'service_auth_key ...' text), is never quoted back.
+        return message
     if len(shown) > _MAX_SHOWN_INPUT:
         shown = shown[: _MAX_SHOWN_INPUT - 3] + "..."
     return f"{message} (got {shown})"
