@@ -29,6 +29,7 @@ EXPECTED_FIGURES = {
     "bench_balancers.py": "5. pick cost",
     "bench_import.py": "6. import time",
     "bench_xds.py": "7. xDS",
+    "bench_dashboard_memory.py": "8. dashboard memory",
 }
 
 
