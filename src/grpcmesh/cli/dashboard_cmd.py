@@ -33,7 +33,9 @@ def dashboard_command(
     try:
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(
-                serve_dashboard(registry_url(registry, config), host=host, port=port, on_ready=ready, history_seconds=history)
+                serve_dashboard(
+                    registry_url(registry, config), host=host, port=port, on_ready=ready, history_seconds=history
+                )
             )
     except MeshError as exc:
         raise typer.BadParameter(str(exc)) from exc
