@@ -2,7 +2,7 @@
 
 Each benchmark runs as its own process (exactly the command listed in the table), writes its
 rows to a temporary JSON file, and must finish within its time budget; the whole run stays
-under 10 minutes on a 2-core machine. Hand-written analysis (profiles, causes, fixes) lives
+under 15 minutes on a 2-core machine. Hand-written analysis (profiles, causes, fixes) lives
 in ``benchmarks/FINDINGS.md`` and is appended to BENCHMARKS.md unchanged.
 
 ``--smoke`` runs every script with tiny sizes and writes nothing (what the smoke test does);
