@@ -60,8 +60,8 @@ async def main(args: argparse.Namespace) -> None:
             return int((await child.read())["port"]), child.pid
 
         plain = await server("echo-plain")
-        mw100 = await server("echo-mw-100", "--middleware", "--sample-rate", "1.0")
-        mw10 = await server("echo-mw-10", "--middleware", "--sample-rate", "0.1")
+        mw100 = await server("echo-mw-100", "--stack", "full", "--sample-rate", "1.0")
+        mw10 = await server("echo-mw-10", "--stack", "full", "--sample-rate", "0.1")
         registry = open_registry("memory://cpu-per-call")
         for name, (port, _) in (("plain", plain), ("mw100", mw100), ("mw10", mw10)):
             await registry.register(ServiceInstance(name=name, id=name, address="127.0.0.1", port=port))
@@ -69,11 +69,11 @@ async def main(args: argparse.Namespace) -> None:
             "bare -> plain server": (grpc.aio.insecure_channel(f"127.0.0.1:{plain[0]}"), plain[1]),
             "mesh -> plain server": (MeshChannel(registry, "plain"), plain[1]),
             "mesh + middleware -> middleware server (all traced)": (
-                MeshChannel(registry, "mw100", interceptors=_middleware.client_interceptors(1.0)),
+                MeshChannel(registry, "mw100", observer=_middleware.client_observer("full", 1.0)),
                 mw100[1],
             ),
             "mesh + middleware -> middleware server (10% traced)": (
-                MeshChannel(registry, "mw10", interceptors=_middleware.client_interceptors(0.1)),
+                MeshChannel(registry, "mw10", observer=_middleware.client_observer("full", 0.1)),
                 mw10[1],
             ),
         }

@@ -26,11 +26,14 @@ from _harness import BENCH_DIR, ROOT, _die_with_parent, child_env, machine
 SCRIPTS: list[tuple[str, float]] = [
     ("bench_balancers.py", 60),
     ("bench_propagation.py", 90),
-    ("bench_overhead.py", 150),
+    ("bench_overhead.py", 175),  # 12 configurations x 7 rounds: each concern alone and a peer stack
     ("bench_failover.py", 90),
     ("bench_registry_scale.py", 180),
+    ("bench_import.py", 29),
+    ("bench_xds.py", 29),
+    ("bench_dashboard_memory.py", 25),
 ]
-"""(script, time budget in seconds): 570 s at most in all."""
+"""(script, time budget in seconds): 714 s at most in all."""
 
 
 def run_script(script: str, budget: float, smoke: bool, workdir: Path) -> dict[str, Any]:
@@ -85,6 +88,9 @@ def render(results: list[dict[str, Any]], facts: dict[str, str], total: float) -
         lines.append(f"<!-- {result['script']}: {result.get('seconds', 0):.0f} s -->")
         lines += result.get("section", [])
         lines.append("")
+    calls = BENCH_DIR / "CALLS.md"  # the call-semantics benchmarks, run apart (benchmarks/calls_all.py)
+    if calls.exists():
+        lines += [calls.read_text().rstrip(), ""]
     findings = BENCH_DIR / "FINDINGS.md"
     if findings.exists():
         lines += [findings.read_text().rstrip(), ""]

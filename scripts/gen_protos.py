@@ -5,11 +5,19 @@ committed. Each root is an import root whose code goes to an output directory on
 ``sys.path``: ``src/grpcmesh/protos/echo.proto`` becomes the module ``grpcmesh.protos.echo_pb2``
 in ``src``; ``examples/shop/proto/shop/user/v1/user.proto`` becomes ``shop.user.v1.user_pb2``
 in ``examples/shop`` (beside the example's hand-written ``shop`` package).
+
+It also writes ``src/grpcmesh/xds/xds_descriptors.binpb``, the descriptors of the envoy xDS
+messages the control plane uses (see ``scripts/xds_descriptors.py``), from ``xds-protos``
+found in this interpreter (the wheel build environment) or else installed with pip into
+``.tools/xds-protos`` (the development checkout), never into the environment grpcmesh runs in.
 """
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -52,6 +60,35 @@ def generate(project: Path) -> int:
     return count
 
 
+XDS_DESCRIPTORS = Path("src/grpcmesh/xds/xds_descriptors.binpb")
+XDS_PROTOS_REQUIREMENT = "xds-protos>=1.70"
+
+
+def _xds_protos_path(project: Path) -> str | None:
+    """A directory to put on ``PYTHONPATH`` for ``xds-protos``; None if this interpreter has it."""
+    if importlib.util.find_spec("envoy") is not None:
+        return None
+    target = project / ".tools" / "xds-protos"
+    if not (target / "envoy").is_dir():
+        command = [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target)]
+        subprocess.run([*command, XDS_PROTOS_REQUIREMENT], check=True)
+    return str(target)
+
+
+def generate_xds_descriptors(project: Path) -> Path:
+    """Write the xDS descriptor set into the package; returns its path."""
+    output = project / XDS_DESCRIPTORS
+    env = dict(os.environ)
+    extra = _xds_protos_path(project)
+    if extra is not None:
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, env.get("PYTHONPATH", "")) if p)
+    script = project / "scripts" / "xds_descriptors.py"
+    subprocess.run([sys.executable, str(script), str(output)], check=True, env=env)
+    return output
+
+
 if __name__ == "__main__":
-    n = generate(Path(__file__).resolve().parent.parent)
+    root = Path(__file__).resolve().parent.parent
+    n = generate(root)
     print(f"generated code for {n} .proto file(s)")
+    print(f"wrote {generate_xds_descriptors(root).relative_to(root)}")

@@ -27,7 +27,7 @@ def config(name: str | None, *, key: str | None = KEY, metrics: bool = True, tra
         "security": {"service_auth_key": key} if key else {},
         "metrics": {"enabled": metrics, "prometheus_port": 0},
         "tracing": {"enabled": tracing, "sample_rate": 1.0},  # no endpoint: spans stay in-process
-        "logging": {"enabled": True, "format": "json"},
+        "logging": {"enabled": True, "format": "json", "access_log": "all"},  # the default samples OK calls
     }
     if name:
         doc["service"] = {"name": name, "version": "v1"}

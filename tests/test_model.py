@@ -131,3 +131,28 @@ def test_mesh_error_is_the_root() -> None:
 
     for cls in (grpcmesh.InvalidInstanceError, grpcmesh.RegistryError, grpcmesh.ConfigError, grpcmesh.NoEndpointsError):
         assert issubclass(cls, grpcmesh.MeshError)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 100_000,
+        b'{"a":' * 5_000 + b"1" + b"}" * 5_000,
+        b'{"name":"svc","address":"127.0.0.1","port":1,"metadata":' + b'{"a":' * 3_000 + b"1" + b"}" * 3_001,
+        b'{"name":"svc","address":"127.0.0.1","port":1e400}',
+        b'{"name":"svc","address":"127.0.0.1","port":NaN}',
+        b'{"name":"svc","address":"127.0.0.1","port":1,"weight":' + b"9" * 5_000 + b"}",
+        b'{"name":"svc","address":"127.0.0.1","port":1,"version":"' + b"v" * (1 << 20) + b'"}',
+    ],
+    ids=["deep-array", "deep-object", "deep-field", "huge-float", "nan", "huge-int", "over-1MiB"],
+)
+def test_hostile_records_raise_only_invalid_record(raw: bytes) -> None:
+    with pytest.raises(InvalidRecordError) as caught:
+        decode_instance(raw)
+    assert len(str(caught.value)) < 500  # never echoes the record
+
+
+@pytest.mark.parametrize("data", [None, 5, 1.5, ["a"], object(), b"\xff\xfe"])
+def test_non_record_inputs_raise_only_invalid_record(data: object) -> None:
+    with pytest.raises(InvalidRecordError):
+        decode_instance(data)  # type: ignore[arg-type]

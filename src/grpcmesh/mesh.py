@@ -3,8 +3,9 @@
 A service makes one ``Mesh`` (``Mesh.from_config(path)`` or ``Mesh(registry=...)``) and
 asks it for servers (``mesh.server()``) and channels (``mesh.channel()``). The mesh owns
 what is shared between them: the registry (closed with the mesh when the mesh opened it),
-the config sections that security, tracing and metrics read, and the ordered interceptor
-chains every server (and channel) it makes will use.
+the config sections that security, tracing and metrics read, the mesh's own concerns
+(run inside its servers' per-method wrapper and its channels' call engine), and the user's
+interceptor chains every server (and channel) it makes will use.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ import grpc
 from prometheus_client import CollectorRegistry
 
 from grpcmesh.client import ClientManager, MeshChannel
+from grpcmesh.client.settings import CallSettings
 from grpcmesh.config import MeshConfig, load_config
-from grpcmesh.config.models import SecurityConfig
+from grpcmesh.config.models import SheddingConfig
+from grpcmesh.context import Propagation
 from grpcmesh.errors import ConfigError
+from grpcmesh.lifecycle_log import install_lifecycle_logging
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
-from grpcmesh.security.tls import client_credentials
+from grpcmesh.security.tls import mesh_channel_credentials
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
+from grpcmesh.server.shedding import SheddingPolicy
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
     ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
@@ -36,7 +41,8 @@ class Mesh:
     ``registry`` is a :class:`Registry` (owned by the caller) or an ``open_registry`` URL
     (opened and later closed by the mesh); by default the config's ``registry`` section,
     which itself defaults to ``sqlite://``. ``server_interceptors`` run, in order, in every
-    server after the recovery interceptor; ``client_interceptors`` in every channel.
+    server, outside the mesh's own concerns; ``client_interceptors`` in every channel, on each
+    attempt, inside the mesh's observation of the call.
     ``client_options`` are extra :class:`ClientManager` arguments (``default_policy``,
     ``retry_methods``, ``endpoint_wait``...).
     """
@@ -52,8 +58,9 @@ class Mesh:
         metrics_registry: CollectorRegistry | None = None,
     ) -> None:
         self.config = config if config is not None else MeshConfig()
+        install_lifecycle_logging(self.config.logging)
         self.middleware = MeshMiddleware(self.config, metrics_registry)
-        """What the config switched on: interceptors, metrics registry and endpoint, tracer provider."""
+        """What the config switched on: server concerns, client observation, metrics, tracer provider."""
         if registry is None or isinstance(registry, str):
             url = registry if registry is not None else self.config.registry.resolved_url
             options = self.config.registry.backend_options() if registry is None else {}
@@ -62,11 +69,8 @@ class Mesh:
         else:
             self.registry = registry
             self._owns_registry = False
-        self.server_interceptors: tuple[ServerInterceptor, ...] = (*self.middleware.server, *server_interceptors)
-        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = (
-            *self.middleware.client,
-            *client_interceptors,
-        )
+        self.server_interceptors: tuple[ServerInterceptor, ...] = tuple(server_interceptors)
+        self.client_interceptors: tuple[grpc.aio.ClientInterceptor, ...] = tuple(client_interceptors)
         self._servers: list[MeshServer] = []
         self._clients: ClientManager | None = None
         self._client_options: dict[str, Any] = dict(client_options or {})
@@ -102,6 +106,7 @@ class Mesh:
         recovery: bool = True,
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
+        shedding: SheddingPolicy | None = None,
         **settings: Any,
     ) -> MeshServer:
         """A server for ``name``; every argument left out comes from the config's ``service`` section.
@@ -109,6 +114,8 @@ class Mesh:
         ``dependencies`` (names or :class:`Dependency`) default to the config's; extra
         ``settings`` are :class:`ServerSettings` fields (``shutdown_grace``,
         ``propagation_delay``, ``handle_signals``, ``readiness_timeout``, ``instance_id``...).
+        ``shedding`` (a :class:`~grpcmesh.server.shedding.SheddingPolicy`) overrides the
+        config's ``service.load_shedding``.
         """
         service = self.config.service
         name = name or (service.name if service else None)
@@ -128,7 +135,12 @@ class Mesh:
                 propagation_delay=service.propagation_delay,
             )
         security = self.config.security
-        if security.tls_enabled and security.cert_file and security.key_file and credentials is None:
+        if security.tls_enabled and credentials is None:
+            if security.cert_file is None or security.key_file is None:
+                raise ConfigError(
+                    "security.cert_file and security.key_file are required to serve with tls_enabled: true "
+                    "(a call-only client needs at most ca_file)"
+                )
             defaults["tls"] = TlsFiles(security.cert_file, security.key_file, security.ca_file, security.client_auth)
         if dependencies is None:
             deps = tuple(Dependency(d.name, d.version, d.required) for d in self.config.dependencies)
@@ -146,6 +158,9 @@ class Mesh:
             options=options,
             maximum_concurrent_rpcs=maximum_concurrent_rpcs,
             metadata_hooks=[self.middleware.metrics_metadata],
+            concerns=self.middleware.server_concerns,
+            propagation=Propagation(self.config.client.context_propagation, margin=self.config.client.deadline_margin),
+            shedding=shedding or (_shedding_policy(service.load_shedding) if service is not None else None),
         )
         self._servers.append(server)
         return server
@@ -160,9 +175,16 @@ class Mesh:
         """The shared :class:`MeshChannel` to service ``name``; generated stubs use it unchanged.
 
         One channel per (name, filter, policy) for the whole process (the seed's
-        ``ClientManager``), carrying this mesh's client interceptors and TLS settings.
+        ``ClientManager``), carrying this mesh's client interceptors and TLS settings, and the
+        call semantics the config gives ``name`` (:meth:`call_settings`: the ``client:``
+        section with the keys of its ``dependencies:`` entry — balancing when ``policy`` is
+        not given, timeouts, retries, wait-for-ready, outlier detection, throttling...).
         """
         return self.clients.channel(name, version=version, metadata_match=metadata_match, policy=policy)
+
+    def call_settings(self, name: str) -> CallSettings:
+        """How this mesh calls service ``name``: the ``client:`` section with its ``dependencies:`` entry's keys."""
+        return CallSettings.from_config(self.config.client_for(name))
 
     @property
     def clients(self) -> ClientManager:
@@ -170,11 +192,13 @@ class Mesh:
         if self._clients is None:
             if self._closed:
                 raise ConfigError("this Mesh is closed; create a new one")
+            options: dict[str, Any] = {"settings_for": self.call_settings, **self._client_options}
             self._clients = ClientManager(
                 self.registry,
                 interceptors=self.client_interceptors,
-                credentials=_client_credentials(self.config.security),
-                **self._client_options,
+                credentials=mesh_channel_credentials(self.config.security),
+                observer=self.middleware.client_observation,
+                **options,
             )
             self.middleware.watch_clients(self._clients.stats)
         return self._clients
@@ -201,12 +225,13 @@ class Mesh:
         await self.close()
 
 
-def _client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
-    """TLS credentials for channels when the config enables TLS (presenting our cert under mTLS)."""
-    if not security.tls_enabled:
-        return None
-    if security.ca_file is None:
-        return grpc.ssl_channel_credentials()  # the system's trusted CAs
-    if security.client_auth:
-        return client_credentials(security.ca_file, security.cert_file, security.key_file)
-    return client_credentials(security.ca_file)
+def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
+    return SheddingPolicy(
+        enabled=config.enabled,
+        max_queue_delay=config.max_queue_delay,
+        interval=config.interval,
+        max_lag=config.max_lag,
+        cooldown=config.cooldown,
+        minimum_in_flight=config.minimum_in_flight,
+        window=config.window,
+    )

@@ -1,8 +1,15 @@
 """The middleware a ``Mesh`` runs, built from its config's security, tracing, metrics and logging.
 
-Order on both sides: tracing (so everything after it sees the span), logging (lines carry the
-trace id), metrics (unauthenticated calls are counted too), auth. The server side runs the
-recovery interceptor before all of them (``MeshServer`` adds it).
+Not as grpc.aio interceptors: the mesh owns both ends of its calls, so the server concerns
+become one :class:`~grpcmesh.middleware.server_side.ServerPipeline` per ``MeshServer`` (one
+wrapper per method, built once) and the client concerns one
+:class:`~grpcmesh.middleware.client_side.ClientObservation` per call inside ``MeshChannel``.
+Order on both sides: tracing (so everything after it sees the trace id), logging, metrics
+(unauthenticated calls are counted too), auth. Recovery is the server wrapper's own.
+
+A new concern is added here, in its place in that order: its ``ServerConcern`` to
+``server_concerns`` and its client observer to the observation's list, switched on by its
+config section. Every server and channel of the mesh then runs it, with no interceptor.
 """
 
 from __future__ import annotations
@@ -10,64 +17,81 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
 from grpcmesh.client.channel import ChannelStats
 from grpcmesh.config import MeshConfig
-from grpcmesh.middleware.auth import DEFAULT_EXEMPT, auth_client_interceptors, auth_server_interceptor
-from grpcmesh.middleware.logging import configure_logging, logging_client_interceptors, logging_server_interceptor
-from grpcmesh.middleware.metrics import (
-    ChannelStatsCollector,
-    MetricsServer,
-    metrics_client_interceptors,
-    metrics_server_interceptor,
-)
-from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
+from grpcmesh.middleware.auth import DEFAULT_EXEMPT, ClientAuth, ServerAuth
+from grpcmesh.middleware.client_side import ClientObservation, ClientObserver
+from grpcmesh.middleware.logging import AccessLog, configure_logging
+from grpcmesh.middleware.metrics import ChannelStatsCollector, GrpcMetrics, MetricsServer
+from grpcmesh.middleware.server_side import ServerConcern
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger("grpcmesh.mesh")
 
 
 class MeshMiddleware:
-    """Interceptor chains, the metrics registry and endpoint, and the tracer provider of one mesh."""
+    """The server concerns, the client observation, the metrics registry and endpoint, and the
+    tracer provider of one mesh."""
 
     def __init__(self, config: MeshConfig, metrics_registry: CollectorRegistry | None = None) -> None:
         service = config.service.name if config.service else None
-        self.server: list[Any] = []
-        self.client: list[Any] = []
+        self.server_concerns: list[ServerConcern] = []
+        client: list[ClientObserver] = []
         self.tracer_provider: TracerProvider | None = None
         self.metrics_registry: CollectorRegistry | None = None
         self._metrics_server: MetricsServer | None = None
         self._metrics = config.metrics
 
         if config.tracing.enabled:
+            from grpcmesh._extras import require
+
+            require("opentelemetry.sdk.trace", "otel", "tracing")
+            from grpcmesh.middleware.tracing import Tracing, setup_tracing
+
             self.tracer_provider = setup_tracing(
                 service or "grpcmesh-client", endpoint=config.tracing.endpoint, sample_rate=config.tracing.sample_rate
             )
-            self.server.append(tracing_server_interceptor(self.tracer_provider))
-            self.client.extend(tracing_client_interceptors(self.tracer_provider))
+            tracing = Tracing(self.tracer_provider)
+            self.server_concerns.append(tracing.server_concern())
+            client.append(tracing.observe_client)
         if config.logging.enabled:
+            settings = config.logging
             if not structlog.is_configured():
-                configure_logging(json=config.logging.format == "json", level=config.logging.level)
-            self.server.append(logging_server_interceptor(service))
-            self.client.extend(logging_client_interceptors(service))
+                configure_logging(json=settings.format == "json", level=settings.level)
+            access_log = AccessLog(
+                service,
+                mode=settings.access_log,
+                sample_rate=settings.access_log_sample_rate,
+                slow_call_threshold=settings.slow_call_threshold,
+            )
+            concern = access_log.server_concern()
+            if concern is not None:
+                self.server_concerns.append(concern)
+                client.append(access_log.observe_client)
         if config.metrics.enabled or metrics_registry is not None:
             self.metrics_registry = metrics_registry if metrics_registry is not None else CollectorRegistry()
-            self.server.append(metrics_server_interceptor(self.metrics_registry, service))
-            self.client.extend(metrics_client_interceptors(self.metrics_registry))
+            metrics = GrpcMetrics.of(self.metrics_registry)
+            self.server_concerns.append(metrics.server_concern(service))
+            client.append(metrics.observe_client)
         key = config.security.service_auth_key
         if key is not None:
             secret = key.get_secret_value()
-            policy = config.security.allowed_callers or None
             # Health stays open for probes; reflection describes every method, so it needs the key
             # unless the config opens it (security.public_reflection).
             public = config.security.public_reflection
             exempt = DEFAULT_EXEMPT if public else tuple(p for p in DEFAULT_EXEMPT if ".reflection." not in p)
-            self.server.append(auth_server_interceptor(secret, policy, exempt))
-            self.client.extend(auth_client_interceptors(secret, caller=service))
+            auth = ServerAuth(secret, config.security.allowed_callers or None, exempt)
+            self.server_concerns.append(auth.server_concern())
+            client.append(ClientAuth(secret, caller=service).observe_client)
+        self.client_observation: ClientObservation | None = ClientObservation(client, service or "") if client else None
+        """What every channel of the mesh runs once per call (``None``: nothing to observe)."""
 
     def watch_clients(self, stats: Callable[[], Iterable[ChannelStats]]) -> None:
         """Export the client channels' state (endpoints, ejections, retries, watch errors) at scrape time."""
@@ -93,4 +117,5 @@ class MeshMiddleware:
             self._metrics_server = None
         if self.tracer_provider is not None:
             # Flushing pending spans may wait on the exporter's network I/O: keep it off the loop.
-            await asyncio.to_thread(self.tracer_provider.shutdown)
+            provider: Any = self.tracer_provider
+            await asyncio.to_thread(provider.shutdown)

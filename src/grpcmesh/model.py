@@ -222,21 +222,44 @@ def encode_instance(instance: ServiceInstance) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
+MAX_RECORD_BYTES = 1 << 20
+"""Largest stored record decoded (1 MiB): a bigger one is refused before parsing, as hostile."""
+
+_SHOWN_PROBLEM = 200
+
+
 def decode_instance(data: bytes | str | Mapping[str, Any]) -> ServiceInstance:
     """Decode a stored record; unknown fields are ignored, missing optional ones defaulted.
 
-    Raises :class:`InvalidRecordError` for anything that is not a valid instance.
+    Raises :class:`InvalidRecordError`, and nothing else, for anything that is not a valid
+    instance: registry data may be corrupt or hostile (nested thousands of levels deep, wrong
+    types in any field, huge), and a reader must be able to skip it and carry on.
     """
     try:
-        obj = json.loads(data) if isinstance(data, (bytes, str)) else dict(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidRecordError(f"record is not JSON: {exc}") from None
+        return _decode(data)
+    except InvalidRecordError:
+        raise
+    except Exception as exc:  # RecursionError, TypeError, OverflowError, ... from any layer
+        problem = f"{type(exc).__name__}: {exc}"[:_SHOWN_PROBLEM]
+        raise InvalidRecordError(f"record cannot be decoded ({problem})") from None
+
+
+def _decode(data: bytes | str | Mapping[str, Any]) -> ServiceInstance:
+    if isinstance(data, (bytes, bytearray, memoryview, str)):
+        if len(data) > MAX_RECORD_BYTES:
+            raise InvalidRecordError(f"record is {len(data)} bytes long; at most {MAX_RECORD_BYTES} are read")
+        try:
+            obj = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidRecordError(f"record is not JSON: {str(exc)[:_SHOWN_PROBLEM]}") from None
+    elif isinstance(data, Mapping):
+        obj = dict(data)
+    else:
+        raise InvalidRecordError(f"record is a {type(data).__name__}, expected JSON text")
     if not isinstance(obj, dict):
         raise InvalidRecordError(f"record is a JSON {type(obj).__name__}, expected an object")
     fields = {k: v for k, v in obj.items() if k in _KNOWN_FIELDS}
     try:
         return ServiceInstance(**fields)
     except InvalidInstanceError as exc:
-        raise InvalidRecordError(f"record has an invalid field {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise InvalidRecordError(f"record is invalid: {exc}") from None
+        raise InvalidRecordError(f"record has an invalid field {str(exc)[:_SHOWN_PROBLEM]}") from None

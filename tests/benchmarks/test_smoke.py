@@ -27,6 +27,9 @@ EXPECTED_FIGURES = {
     "bench_failover.py": "3. failover",
     "bench_registry_scale.py": "4. registry scale",
     "bench_balancers.py": "5. pick cost",
+    "bench_import.py": "6. import time",
+    "bench_xds.py": "7. xDS",
+    "bench_dashboard_memory.py": "8. dashboard memory",
 }
 
 

@@ -72,6 +72,7 @@ async def test_no_endpoints_is_unavailable_naming_service_and_filter(registry: R
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Unary(echo_pb2.EchoRequest(), timeout=10)
+        # Fails fast once the registry answers (milliseconds); 3 s is a margin for a loaded machine.
         assert time.monotonic() - started < 3.0
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
         assert "missing-service" in (info.value.details() or "")
@@ -86,10 +87,12 @@ async def test_no_endpoints_is_unavailable_naming_service_and_filter(registry: R
         assert channel.stats().no_endpoint_errors == 2
 
 
-async def test_first_endpoint_is_awaited(registry: Registry, start_instance: StartInstance) -> None:
+async def test_wait_for_ready_awaits_the_first_endpoint(registry: Registry, start_instance: StartInstance) -> None:
     async with MeshChannel(registry, SERVICE, endpoint_wait=20) as channel:
         stub = echo_pb2_grpc.EchoStub(channel)
-        pending = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="early"), timeout=20))
+        pending = asyncio.ensure_future(
+            stub.Unary(echo_pb2.EchoRequest(message="early"), timeout=20, wait_for_ready=True)
+        )
         await asyncio.sleep(0.2)
         assert not pending.done()
         await start_instance("late")
@@ -132,13 +135,15 @@ async def test_deadline_and_metadata_pass_through(registry: Registry, recording_
         assert metadata["x-trace"] == "abc"
         assert metadata["x-user"] == "u1"
         assert remaining is not None
-        assert 2.0 < remaining <= 3.0
+        assert remaining <= 3.0  # never more than the caller gave
+        assert remaining > 1.0  # the server saw the caller's deadline (2 s of margin for a loaded machine)
 
         started = time.monotonic()
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Unary(echo_pb2.EchoRequest(delay_ms=3000), timeout=0.3)
         assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
-        assert time.monotonic() - started < 2.0
+        # The 0.3 s deadline ended the call, not the server's 3 s delay (2.5 s of margin).
+        assert time.monotonic() - started < 2.8
 
 
 class CountingInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
@@ -201,3 +206,128 @@ async def test_cancel_stops_the_call_and_frees_the_endpoint(
         assert call.cancelled()
         assert call.done()
         assert [e.outstanding for e in channel.stats().per_endpoint] == [0]
+
+
+async def _until(check: Any, timeout: float = 10.0) -> None:
+    """Poll ``check()`` (state settles on the loop, not at a known time) until true; fail after ``timeout``."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        assert asyncio.get_running_loop().time() < deadline, "condition never became true"
+        await asyncio.sleep(0.02)
+
+
+async def test_ejections_total_never_decreases_when_an_ejected_endpoint_leaves(registry: Registry) -> None:
+    from grpcmesh.client import OutlierPolicy
+    from tests.helpers import free_port
+
+    dead = ServiceInstance(name="gone", id="dead-1", address="127.0.0.1", port=free_port())  # nothing listens
+    await registry.register(dead)
+    outlier = OutlierPolicy(consecutive_failures=1, max_ejection_percent=100)  # a lone endpoint may be ejected
+    async with MeshChannel(registry, "gone", outlier=outlier, drain_grace=0.0, connect_timeout=0.5) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await _until(lambda: channel.stats().endpoints == 1)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Unary(echo_pb2.EchoRequest(message="x"), timeout=5)
+        assert channel.stats().ejections_total == 1
+        await registry.deregister(dead)
+        await _until(lambda: channel.stats().endpoints == 0 and channel.stats().draining == 0)
+        assert channel.stats().ejections_total == 1  # counted before: a counter must not go down
+
+
+async def test_mesh_observation_runs_once_per_call_and_names_caller_and_callee(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+    from grpcmesh.middleware.metrics import GrpcMetrics
+
+    metrics_registry = CollectorRegistry()
+    seen: list[tuple[str, str, str, grpc.StatusCode | None]] = []
+
+    def header(call: ClientCall) -> Any:
+        call.metadata.set_all("x-added", ["by-observer"])
+
+        def finish(done: ClientCall) -> None:
+            seen.append((done.caller, done.callee, done.full_method, done.code))
+
+        return finish
+
+    observation = ClientObservation([header, GrpcMetrics.of(metrics_registry).observe_client], caller="orders")
+    async with MeshChannel(registry, "recording", observer=observation) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        caller_metadata = (("x-mine", "kept"),)
+        await stub.Unary(echo_pb2.EchoRequest(message="a"), metadata=caller_metadata, timeout=5)
+        assert [r.index async for r in stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=5)] == [0, 1]
+        with pytest.raises(grpc.aio.AioRpcError):
+            await stub.Unary(echo_pb2.EchoRequest(fail_code=grpc.StatusCode.NOT_FOUND.value[0]), timeout=5)
+        await _until(lambda: len(seen) == 3)
+    assert caller_metadata == (("x-mine", "kept"),)  # the caller's own metadata is never modified
+    first_unary, failed_unary = recording_server.seen[0][0], recording_server.seen[-1][0]
+    assert (first_unary.get("x-added"), first_unary.get("x-mine")) == ("by-observer", "kept")
+    assert failed_unary.get("x-added") == "by-observer"
+    assert [(caller, callee, code) for caller, callee, _, code in seen] == [
+        ("orders", "recording", grpc.StatusCode.OK),
+        ("orders", "recording", grpc.StatusCode.OK),
+        ("orders", "recording", grpc.StatusCode.NOT_FOUND),
+    ]
+    labels = {
+        "grpc_service": "grpcmesh.echo.v1.Echo",
+        "grpc_method": "Unary",
+        "grpc_type": "unary",
+        "caller": "orders",
+        "callee": "recording",
+    }
+    assert metrics_registry.get_sample_value("grpc_client_started_total", labels) == 2
+    assert metrics_registry.get_sample_value("grpc_client_handled_total", {**labels, "grpc_code": "NOT_FOUND"}) == 1
+
+
+async def test_observation_learns_the_status_of_streams_left_unread(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    """The observation records what the caller would see from ``code()``, read to the end or not."""
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+
+    codes: list[grpc.StatusCode | None] = []
+
+    def observe(call: ClientCall) -> Any:
+        return lambda done: codes.append(done.code)
+
+    async with MeshChannel(registry, "recording", observer=ClientObservation([observe])) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        cancelled = stub.ServerStream(echo_pb2.EchoRequest(count=3), timeout=5)
+        assert (await cancelled.read()).index == 0
+        cancelled.cancel()  # the caller gives up after one message
+        await _until(lambda: len(codes) == 1)
+        # Left unread, a stream ends only at its deadline (grpc delivers the status after the
+        # messages): 0.5 s, a floor for the status, not a bound on anything measured.
+        unread = stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=0.5)
+        assert (await unread.read()).index == 0
+        await _until(lambda: len(codes) == 2)
+        complete = stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=5)
+        assert [r.index async for r in complete] == [0, 1]
+        await _until(lambda: len(codes) == 3)
+        assert codes == [grpc.StatusCode.CANCELLED, await unread.code(), await complete.code()]
+    assert codes[1:] == [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.OK]
+
+
+async def test_observation_of_a_refused_client_stream_matches_what_the_caller_gets(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    from grpcmesh.middleware.client_side import ClientCall, ClientObservation
+
+    codes: list[grpc.StatusCode | None] = []
+
+    def observe(call: ClientCall) -> Any:
+        return lambda done: codes.append(done.code)
+
+    async with MeshChannel(registry, "recording", observer=ClientObservation([observe])) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        for attempt in range(5):
+            upload: Any = stub.ClientStream(timeout=5)
+            await upload.write(echo_pb2.EchoRequest(message="a", fail_code=grpc.StatusCode.NOT_FOUND.value[0]))
+            await upload.done_writing()
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await upload
+            await _until(lambda attempt=attempt: len(codes) == attempt + 1)  # type: ignore[misc]
+            assert codes[-1] is failure.value.code()

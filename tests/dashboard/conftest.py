@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from playwright.async_api import Browser, async_playwright
 
 from grpcmesh import Registry, open_registry
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
@@ -37,6 +39,33 @@ IN_PROCESS = [
 ]
 CHILD = ("order-service", "order-2", ("payment-service", "user-service"))
 NO_METRICS = ("notification-service", "notification-1")
+
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    # Chromium writes its crash-reporter database and dconf cache under $HOME; keep them in tmp.
+    home = tmp_path / "chromium-home"
+    env: dict[str, str | float | bool] = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config")}
+    env["XDG_CACHE_HOME"] = str(home / ".cache")
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True, env=env)
+        try:
+            yield browser
+        finally:
+            await browser.close()
 
 
 @dataclass
@@ -117,5 +146,5 @@ async def drive_load(
         await asyncio.gather(*(worker(iid) for iid in targets))
     finally:
         for channel in channels.values():
-            await channel.close()
+            await channel.close(None)
     return made

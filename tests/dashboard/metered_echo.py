@@ -30,7 +30,7 @@ from grpcmesh.protos import echo_pb2_grpc
 from grpcmesh.testing import EchoServicer
 
 
-class MeteringInterceptor(grpc.aio.ServerInterceptor):
+class MeteringInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
     """Counts unary calls by status code and times them (other RPC kinds pass through unmetered)."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
@@ -49,9 +49,9 @@ class MeteringInterceptor(grpc.aio.ServerInterceptor):
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Any]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> Any:
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler

@@ -54,14 +54,24 @@ async def test_state_and_live_registry_events(tmp_path: Path) -> None:
                 state = await response.json()
             assert [s["name"] for s in state["services"]] == ["orders", "payments"]
             assert state["services"][0]["instances"][0]["id"] == "o1"
-            assert state["edges"] == [{"from": "orders", "to": "payments"}]
+            assert state["edges"] == [
+                {"from": "orders", "to": "payments", "declared": True, "observed": False, "rates": None}
+            ]
 
             async with http.get(dashboard.url + "api/events") as events:
                 assert events.headers["Content-Type"].startswith("text/event-stream")
                 stream = _sse_messages(events)
                 history = await _next(stream, "history")
                 assert [(e["kind"], e["id"]) for e in history] == [("added", "o1")]
-                await _next(stream, "state")
+                streamed = await _next(stream, "state")
+                # the stream carries what /api/state serves: edges and each service's history
+                assert streamed["edges"] == state["edges"]
+                assert set(streamed["services"][0]["history"]) == {"points", "markers"}
+                assert streamed["history_seconds"] == 600
+                assert streamed["history_latest_only"] is False  # a connecting page gets the whole history
+                later = await _next(stream, "state")
+                assert later["history_latest_only"] is True  # then only the newest point per second
+                assert all(len(s["history"]["points"]) <= 1 for s in later["services"])
 
                 await registry.register(_instance("o2"))
                 added = await _next(stream, "registry")

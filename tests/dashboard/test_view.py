@@ -44,7 +44,13 @@ def test_state_json_graph_rates_and_missing_dependencies() -> None:
     endpoint = EndpointState(window=Window(10.0, 1.0, {0.01: 10.0, float("inf"): 10.0}))
     state = view.to_json(lambda u: endpoint if u == url else None)
     by_name = {s["name"]: s for s in state["services"]}
-    assert state["edges"] == [{"from": "gateway", "to": "ghost"}, {"from": "gateway", "to": "orders"}]
+    edges = {(e["from"], e["to"]): e for e in state["edges"]}
+    assert sorted(edges) == [("external", "orders"), ("gateway", "ghost"), ("gateway", "orders")]
+    # declared, never seen in client metrics: drawn as declared only
+    assert (edges["gateway", "orders"]["declared"], edges["gateway", "orders"]["observed"]) == (True, False)
+    # orders served 10 calls/s that no mesh caller reports: they came from outside the mesh
+    assert edges["external", "orders"]["rates"]["calls_per_second"] == 10.0
+    assert by_name["external"]["external"] is True
     assert by_name["ghost"]["registered"] is False
     assert by_name["ghost"]["instances"] == []
     # two instances sharing one endpoint: the service total counts it once
@@ -62,3 +68,21 @@ def test_only_http_metrics_urls_are_scraped() -> None:
     problem = check_metrics_url("file:///etc/passwd")
     assert problem is not None
     assert "http(s)" in problem
+
+
+def test_no_external_edge_while_a_callers_scrape_is_missing() -> None:
+    """The caller's endpoint failed this round: its calls must not be mistaken for outside callers."""
+    view = MeshView()
+    callee_url, caller_url = "http://127.0.0.1:9464/metrics", "http://127.0.0.1:9465/metrics"
+    view.apply("orders", [inst("o1", metadata={"metrics_url": callee_url})])
+    view.apply("gateway", [inst("g1", name="gateway", metadata={"metrics_url": caller_url})])
+    served = EndpointState(window=Window(10.0, 0.0))
+    calling = EndpointState(window=Window(0.0, 0.0), edges={("gateway", "orders"): Window(10.0, 0.0)})
+    failed = EndpointState(error="timed out after 0.8s")
+
+    def edges(caller: EndpointState) -> set[tuple[str, str]]:
+        state = view.to_json(lambda u: served if u == callee_url else caller)
+        return {(e["from"], e["to"]) for e in state["edges"]}
+
+    assert edges(calling) == {("gateway", "orders")}
+    assert edges(failed) == set()

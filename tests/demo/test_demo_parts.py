@@ -61,3 +61,20 @@ def test_killed_instances_are_marked_in_the_table() -> None:
     alive_line = next(line for line in lines if "alive000" in line)
     assert "SERVING" in alive_line
     assert "9.0ms" in alive_line
+
+
+def test_instances_table_prints_registry_data_as_text() -> None:
+    """A version holding markup (accepted by the model) prints as itself instead of crashing the view."""
+    version = "[/x]v1[bold]"
+    row = InstanceRow(
+        ServiceInstance(name="user-service", id="m1", address="127.0.0.1", port=1, version=version),
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+    console = Console(record=True, width=200)
+    console.print(instances_table([row]))
+    assert version in console.export_text()

@@ -96,3 +96,50 @@ async def test_wait_for_endpoints_times_out_when_none_appear() -> None:
     assert watcher.synced
     await watcher.close()
     await registry.close()
+
+
+class GarbageRegistry(MemoryRegistry):
+    """Yields one snapshot holding something that is not an instance (a backend bug), then behaves."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.garbage = True
+
+    async def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        if self.garbage:
+            self.garbage = False
+            yield [None]  # type: ignore[list-item]
+        async for snapshot in super().watch(name):
+            yield snapshot
+
+
+async def test_any_exception_in_a_watch_is_logged_once_and_the_watch_reopened(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "grpcmesh.discovery")
+    registry = GarbageRegistry()
+    watcher = EndpointWatcher(registry, "svc", backoff=Backoff(initial=0.02, maximum=0.05))
+    await registry.register(instance("a"))
+    assert await watcher.wait_for_endpoints(5)
+    await registry.register(instance("b"))
+    await settle(watcher, {"a", "b"})
+    failures = [r for r in caplog.records if "registry watch of svc failed" in r.getMessage()]
+    assert len(failures) == 1
+    assert failures[0].exc_info is not None  # not a registry error: the traceback is kept, once
+    assert watcher.watch_errors == 1
+    await watcher.close()
+    await registry.close()
+
+
+async def test_bad_records_in_the_store_never_reach_the_endpoint_set() -> None:
+    registry = MemoryRegistry("bad-records-" + uuid.uuid4().hex)
+    watcher = EndpointWatcher(registry, "svc")
+    await registry.register(instance("a"))
+    assert await watcher.wait_for_endpoints(5)
+    store = registry._store.instances["svc"]
+    store["deep"] = b"[" * 10_000  # type: ignore[assignment]
+    store["wrong"] = ServiceInstance.model_construct(name="svc", id="wrong", address="not an address", port="x")
+    await registry.register(instance("b"))
+    await settle(watcher, {"a", "b"})
+    await watcher.close()
+    await registry.close()

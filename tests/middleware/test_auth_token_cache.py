@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from grpcmesh.middleware.auth import AuthServerInterceptor, sign_caller
+from grpcmesh.middleware.auth import ServerAuth, sign_caller
 
 KEY = "token-cache-test-key-0123456789abc"
 
 
 async def test_repeated_token_is_accepted_until_it_expires_and_others_are_checked() -> None:
-    auth = AuthServerInterceptor(KEY, max_clock_skew=10.0)
+    auth = ServerAuth(KEY, max_clock_skew=10.0)
     # Tokens carry whole seconds: signed 8 s in the past, the token is 8-9 s old during the checks
     # below (a second of margin for a stalled machine) and expires (older than 10 s) within ~2 s.
     token = sign_caller("orders", KEY, timestamp=int(time.time()) - 8)

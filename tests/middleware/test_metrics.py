@@ -23,6 +23,9 @@ from tests.middleware.echo_calls import KINDS, METHOD_OF_KIND, call_kind, echo_s
 
 SERVICE = "grpcmesh.echo.v1.Echo"
 
+PLAIN_CHANNEL = {"caller": "", "callee": ""}
+"""Client series name the calling and called mesh services; on a plain grpc channel both are empty."""
+
 
 def sample(registry: CollectorRegistry, name: str, **labels: str) -> float:
     return registry.get_sample_value(name, labels) or 0.0
@@ -63,10 +66,10 @@ async def test_server_and_client_count_ok_and_failed_calls_of_every_kind(kind: s
     assert sample(registry, "grpc_service_latency_seconds_count", service="echo-service", method=full) == 2
 
     def client_recorded() -> None:
-        assert sample(registry, "grpc_client_started_total", **labels) == 2
-        assert sample(registry, "grpc_client_handled_total", **labels, grpc_code="OK") == 1
-        assert sample(registry, "grpc_client_handled_total", **labels, grpc_code="NOT_FOUND") == 1
-        assert sample(registry, "grpc_client_handling_seconds_count", **labels) == 2
+        assert sample(registry, "grpc_client_started_total", **labels, **PLAIN_CHANNEL) == 2
+        assert sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="OK") == 1
+        assert sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="NOT_FOUND") == 1
+        assert sample(registry, "grpc_client_handling_seconds_count", **labels, **PLAIN_CHANNEL) == 2
 
     await eventually(client_recorded)
 
@@ -121,7 +124,9 @@ async def test_deadline_exceeded_is_recorded_on_both_sides() -> None:
             await stub.Unary(echo_pb2.EchoRequest(delay_ms=2000), timeout=0.2)
         assert failure.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         labels = {"grpc_service": SERVICE, "grpc_method": "Unary", "grpc_type": "unary"}
-        assert sample(registry, "grpc_client_handled_total", **labels, grpc_code="DEADLINE_EXCEEDED") == 1
+        assert (
+            sample(registry, "grpc_client_handled_total", **labels, **PLAIN_CHANNEL, grpc_code="DEADLINE_EXCEEDED") == 1
+        )
 
         def server_recorded() -> None:
             assert sample(registry, "grpc_server_handled_total", **labels, grpc_code="DEADLINE_EXCEEDED") == 1

@@ -262,8 +262,8 @@ class ConsulStandIn:
             self._default_index = min(self._default_index, to)
             for key, value in self._name_index.items():
                 self._name_index[key] = min(value, to)
-            for key, value in self._catalog_index.items():
-                self._catalog_index[key] = min(value, to)
+            for namespace, value in self._catalog_index.items():
+                self._catalog_index[namespace] = min(value, to)
             self._epoch += 1
             self._wake()
 
@@ -732,7 +732,7 @@ def _probe_grpc(target: str, service: str, use_tls: bool, timeout: float) -> tup
             health_pb2.HealthCheckRequest(service=service), timeout=timeout
         )
     except grpc.RpcError as exc:
-        return "critical", f"gRPC probe {target} failed: {exc.code()}"  # type: ignore[attr-defined]
+        return "critical", f"gRPC probe {target} failed: {exc.code()}"
     finally:
         channel.close()
     if reply.status == health_pb2.HealthCheckResponse.SERVING:

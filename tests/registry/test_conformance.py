@@ -19,7 +19,7 @@ EXPIRY_MARGIN_SECONDS = 8.0
 
 
 def inst(name: str = "user-service", iid: str = "a", port: int = 50051, **kw: object) -> ServiceInstance:
-    return ServiceInstance(name=name, id=iid, address="127.0.0.1", port=port, **kw)  # type: ignore[arg-type]
+    return ServiceInstance(name=name, id=iid, address="127.0.0.1", port=port, **kw)
 
 
 def ids(snapshot: list[ServiceInstance]) -> list[str]:

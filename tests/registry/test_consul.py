@@ -599,3 +599,10 @@ def test_url_errors_never_echo_a_secret(url: str) -> None:
         open_registry(url)
     assert "s3cr3t-pass" not in str(caught.value)
     assert "s3cr3t-pass" not in repr(caught.value)
+
+
+def test_a_tls_file_that_is_not_pem_is_a_config_error_naming_it(tmp_path: Path) -> None:
+    bogus = tmp_path / "ca.pem"
+    bogus.write_text("not a certificate")
+    with pytest.raises(ConfigError, match=r"ca='.*ca\.pem'"):
+        open_registry(f"consul://127.0.0.1:8500?scheme=https&ca={bogus}")

@@ -124,3 +124,23 @@ def test_consul_durations_use_the_config_parser() -> None:
         parse_duration("wait", "soon")
     with pytest.raises(ConfigError, match="wait must be longer than zero"):
         parse_duration("wait", "0s")
+
+
+async def test_a_producer_that_keeps_ending_at_once_does_not_spin() -> None:
+    loads = 0
+
+    async def load(name: str) -> tuple[Snapshot, None]:
+        nonlocal loads
+        loads += 1
+        return [], None
+
+    async def follow(topic: Topic[None]) -> None:
+        return  # ends cleanly without the store confirming the stream, every time
+
+    hub: WatchHub[None] = WatchHub("test", load, follow, backoff_initial=0.05, backoff_maximum=0.1)
+    stream = aiter(hub.watch("svc"))
+    await anext(stream)
+    await asyncio.sleep(0.5)
+    await stream.aclose()  # type: ignore[attr-defined]
+    assert loads < 15  # ~0.05-0.1 s apart; a spinning loop would have read thousands of times
+    await hub.close()

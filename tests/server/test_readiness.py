@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import AsyncIterator
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from grpcmesh import Dependency, HealthStatus, Mesh, Registry, ServiceInstance
+from grpcmesh.registry.memory import MemoryRegistry
 from grpcmesh.server import version_matches
+from grpcmesh.server.readiness import DependencyReadiness
 from tests.helpers import next_matching
 from tests.server.test_server import NOT_SERVING, SERVING, check, echo_server
 
@@ -66,3 +71,65 @@ def test_version_matching() -> None:
     assert not version_matches("v1", "v10")
     assert not version_matches("v1.2", "v1.3.0")
     assert not version_matches("v2", "")
+
+
+class _BuggyWatchRegistry(MemoryRegistry):
+    """A registry whose first watches of each name fail with errors no backend anticipates."""
+
+    def __init__(self, failures: list[BaseException]) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+        if self.failures:
+            failure = self.failures.pop(0)
+
+            async def broken() -> AsyncIterator[list[ServiceInstance]]:
+                raise failure
+                yield []  # an async generator
+
+            return broken()
+        return super().watch(name)
+
+
+async def test_readiness_survives_any_exception_from_a_watch(caplog: pytest.LogCaptureFixture) -> None:
+    registry = _BuggyWatchRegistry([TypeError("bug in a backend"), RecursionError("deep record"), KeyError("x")])
+    changes: list[bool] = []
+
+    async def on_change(ready: bool) -> None:
+        changes.append(ready)
+
+    readiness = DependencyReadiness(
+        registry, [Dependency("backend")], on_change, service_name="frontend", retry_delay=0.05
+    )
+    try:
+        with caplog.at_level(logging.WARNING):
+            assert await readiness.start(first_snapshot_timeout=0.01) is False
+            await registry.register(backend())
+            for _ in range(200):  # the watch is reopened after each failure (bounded wait, 10 s)
+                if changes:
+                    break
+                await asyncio.sleep(0.05)
+        assert changes == [True]
+        assert readiness.ready
+        failures = [r for r in caplog.records if "watching dependency backend failed" in r.getMessage()]
+        assert len(failures) == 1  # once per failing streak, naming the service and the dependency
+        assert "frontend" in failures[0].getMessage()
+    finally:
+        await readiness.close()
+        await registry.close()
+
+
+async def test_readiness_stops_quietly_when_the_registry_closes() -> None:
+    registry = MemoryRegistry()
+    changes: list[bool] = []
+
+    async def on_change(ready: bool) -> None:
+        changes.append(ready)
+
+    readiness = DependencyReadiness(registry, [Dependency("backend")], on_change, retry_delay=0.05)
+    await readiness.start(first_snapshot_timeout=1)
+    await registry.close()
+    await asyncio.sleep(0.2)
+    assert all(task.done() for task in readiness._tasks)
+    await readiness.close()

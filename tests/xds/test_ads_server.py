@@ -11,13 +11,11 @@ from typing import Any
 
 import grpc
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.service.discovery.v3 import ads_pb2_grpc, discovery_pb2
-from google.rpc import status_pb2
 
 from grpcmesh.xds import XdsServer
+from grpcmesh.xds.protos import ads_stream
 from grpcmesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
+from tests.xds import messages
 from tests.xds.conftest import SERVICE, EchoFleet
 
 PUSH_BOUND_SECONDS = 5.0
@@ -30,20 +28,17 @@ class AdsStream:
     def __init__(self, channel: grpc.aio.Channel, node_id: str) -> None:
         self.node_id = node_id
         self._requests: asyncio.Queue[Any] = asyncio.Queue()
-        self.call = ads_pb2_grpc.AggregatedDiscoveryServiceStub(channel).StreamAggregatedResources(self._feed())
+        self.call = ads_stream(channel)(self._feed())
 
     async def _feed(self) -> AsyncIterator[Any]:
         while True:
             yield await self._requests.get()
 
     def send(self, type_url: str, *names: str, ack_of: Any = None, error: str = "") -> None:
-        node = base_pb2.Node(id=self.node_id)
-        req = discovery_pb2.DiscoveryRequest(type_url=type_url, resource_names=list(names), node=node)
+        req = messages.request(type_url, *names, error=error, node=self.node_id)
         if ack_of is not None:
             req.response_nonce = ack_of.nonce
             req.version_info = "" if error else ack_of.version_info
-        if error:
-            req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
         self._requests.put_nowait(req)
 
     async def receive(self, timeout: float = 5.0) -> Any:
@@ -51,7 +46,7 @@ class AdsStream:
 
 
 def ports_of(response: Any) -> list[int]:
-    cla = endpoint_pb2.ClusterLoadAssignment()
+    cla = messages.ClusterLoadAssignment()
     assert response.resources[0].Unpack(cla)
     return sorted(ep.endpoint.address.socket_address.port_value for loc in cla.endpoints for ep in loc.lb_endpoints)
 

@@ -6,15 +6,13 @@ import logging
 from typing import Any
 
 import pytest
-from envoy.config.core.v3 import base_pb2
-from envoy.config.endpoint.v3 import endpoint_pb2
-from envoy.config.listener.v3 import listener_pb2
-from envoy.service.discovery.v3 import discovery_pb2
-from google.rpc import status_pb2
 
 from grpcmesh import ServiceInstance
+from grpcmesh.xds import resources
+from grpcmesh.xds.policy import ServicePolicy
 from grpcmesh.xds.resources import CLUSTER_TYPE, ENDPOINT_TYPE, LISTENER_TYPE, ROUTE_TYPE
 from grpcmesh.xds.session import AdsSession
+from tests.xds import messages
 
 
 class DictSource:
@@ -23,21 +21,16 @@ class DictSource:
     def __init__(self) -> None:
         self.data: dict[str, list[ServiceInstance]] = {}
 
-    def endpoints(self, service: str) -> list[ServiceInstance] | None:
-        return self.data.get(service)
+    def assignment(self, cluster_name: str) -> tuple[str, Any] | None:
+        instances = self.data.get(cluster_name.split("@")[0])
+        if instances is None:
+            return None
+        packed = resources.pack(resources.cluster_load_assignment(cluster_name, instances, ServicePolicy()))
+        return resources.digest(packed), packed
 
 
 def request(type_url: str, *names: str, nonce: str = "", version: str = "", error: str = "") -> Any:
-    req = discovery_pb2.DiscoveryRequest(
-        type_url=type_url,
-        resource_names=list(names),
-        response_nonce=nonce,
-        version_info=version,
-        node=base_pb2.Node(id="test-node"),
-    )
-    if error:
-        req.error_detail.CopyFrom(status_pb2.Status(code=3, message=error))
-    return req
+    return messages.request(type_url, *names, nonce=nonce, version=version, error=error, node="test-node")
 
 
 def instance(instance_id: str, port: int) -> ServiceInstance:
@@ -60,7 +53,7 @@ def test_first_request_is_answered_with_the_named_listener(session: AdsSession) 
     assert response.nonce
     assert response.version_info
     assert response.control_plane.identifier.startswith("grpcmesh/")
-    listener = listener_pb2.Listener()
+    listener = messages.Listener()
     assert response.resources[0].Unpack(listener)
     assert listener.name == "echo-service"
     assert session.node_id == "test-node"
@@ -84,7 +77,7 @@ def test_subscription_change_is_answered_with_every_subscribed_listener(session:
     (second,) = session.handle(request(LISTENER_TYPE, "echo-service", "user-service:50051", nonce=first.nonce))
     names = set()
     for packed in second.resources:
-        listener = listener_pb2.Listener()
+        listener = messages.Listener()
         packed.Unpack(listener)
         names.add(listener.name)
     assert names == {"echo-service", "user-service:50051"}
@@ -128,7 +121,7 @@ def test_endpoints_are_sent_once_known_and_on_every_change(session: AdsSession, 
 
     source.data["echo-service"] = [instance("a", 1001)]
     (first,) = session.refresh()
-    cla = endpoint_pb2.ClusterLoadAssignment()
+    cla = messages.ClusterLoadAssignment()
     first.resources[0].Unpack(cla)
     assert [ep.endpoint.address.socket_address.port_value for ep in cla.endpoints[0].lb_endpoints] == [1001]
     assert session.refresh() == []

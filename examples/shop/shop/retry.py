@@ -4,7 +4,10 @@ The mesh's channel already retries, on another instance, a call that could not b
 A call that was sent and then lost its instance (``kill -9`` under it) fails with
 UNAVAILABLE; only the caller knows whether doing it again is safe. In the shop it always
 is: downstream calls are reads or carry an idempotency key. So they are retried on
-UNAVAILABLE (nothing else), within the caller's own deadline.
+UNAVAILABLE (nothing else), within the caller's own deadline — except when the mesh says the
+service has no SERVING instance at all (``grpcmesh.NoEndpointsError``): it answers that at
+once, and waiting to ask again would only delay the caller (an optional dependency that is
+down costs its callers nothing).
 """
 
 from __future__ import annotations
@@ -15,6 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import grpc
+
+from grpcmesh import NoEndpointsError
 
 T = TypeVar("T")
 
@@ -29,7 +34,12 @@ async def retry_idempotent(call: Callable[[float], Awaitable[T]], timeout: float
         try:
             return await call(max(0.01, deadline - time.monotonic()))
         except grpc.aio.AioRpcError as exc:
-            if exc.code() not in RETRYABLE or attempt == attempts or time.monotonic() + BACKOFF >= deadline:
+            if (
+                exc.code() not in RETRYABLE
+                or isinstance(exc, NoEndpointsError)
+                or attempt == attempts
+                or time.monotonic() + BACKOFF >= deadline
+            ):
                 raise
         await asyncio.sleep(BACKOFF * attempt)
     raise AssertionError("unreachable: the last attempt returns or raises")

@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from grpcmesh.cli.app import app
 from grpcmesh.errors import MeshError
@@ -55,7 +56,7 @@ def demo_command(
     try:
         summary = asyncio.run(run_demo(options, console))
     except MeshError as exc:
-        console.print(f"[red]demo failed:[/red] {exc}")
+        console.print(Text.assemble(("demo failed: ", "red"), str(exc)))
         raise typer.Exit(1) from exc
     console.print()
     for line in summary.lines():

@@ -4,7 +4,8 @@
 from grpcmesh.client.channel import ChannelStats, MeshChannel
 from grpcmesh.client.errors import MeshRpcError, NoEndpointsRpcError
 from grpcmesh.client.manager import ClientManager
-from grpcmesh.client.subchannel import EndpointStats, OutlierPolicy
+from grpcmesh.client.outlier import OutlierPolicy
+from grpcmesh.client.subchannel import EndpointStats
 
 __all__ = [
     "ChannelStats",

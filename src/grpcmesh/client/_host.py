@@ -20,15 +20,20 @@ engine's extension points, in the order a call meets them:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from grpcmesh.client.errors import NoEndpointsRpcError, is_not_sent, is_transport_failure
-from grpcmesh.client.subchannel import OutlierPolicy, SubChannel
+from grpcmesh.client.errors import MeshRpcError, NoEndpointsRpcError, is_not_sent, is_transport_failure
+from grpcmesh.client.outlier import OutlierDetector
+from grpcmesh.client.retry_budget import RetryBudget
+from grpcmesh.client.settings import CallSettings
+from grpcmesh.client.subchannel import SubChannel
+from grpcmesh.client.throttle import AdaptiveThrottle
 from grpcmesh.discovery.balancers import Balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError
@@ -50,9 +55,8 @@ class CallHost:
         open_sub: Callable[[Endpoint], SubChannel],
         *,
         endpoint_wait: float,
-        retry_methods: Collection[str],
+        settings: CallSettings,
         hash_key: str,
-        outlier: OutlierPolicy,
         drain_grace: float,
         connect_timeout: float,
         observer: CallObserver | None,
@@ -63,15 +67,18 @@ class CallHost:
         self.balancer = balancer
         self._open_sub = open_sub
         self._endpoint_wait = endpoint_wait
-        self._retry_methods = frozenset(retry_methods)
+        self.settings = settings
         self._hash_key = hash_key
-        self._outlier = outlier
+        self.outliers = OutlierDetector(settings.outlier)
+        self.throttle = AdaptiveThrottle(settings.throttle)
+        self.budget = RetryBudget(settings.retry_budget)
         self._drain_grace = drain_grace
         self._connect_timeout = connect_timeout
         self.observer = observer
         self.subs: dict[str, SubChannel] = {}
         self.draining: set[SubChannel] = set()
-        self._next_unejection = float("inf")
+        self._next_check = self.outliers.next_evaluation
+        """When a pick must first end the outlier interval or lift an ejection."""
         self.closed = False
         self.retries = 0
         self.no_endpoint_errors = 0
@@ -95,6 +102,7 @@ class CallHost:
                 self.subs[endpoint.id] = self._open_sub(endpoint)
             else:
                 existing.endpoint = endpoint
+        self.outliers.update(self.subs)
         log.info("%s now has %d endpoint(s) (%s)", self.service, len(self.subs), self.filter.describe())
         self._rebalance()
 
@@ -117,11 +125,15 @@ class CallHost:
     def _rebalance(self) -> None:
         now = time.monotonic()
         subs = list(self.subs.values())
+        for sub in subs:  # the sub-channels carry the outlier state for stats()
+            health = self.outliers.health(sub.id)
+            if health is not None:
+                sub.ejected_until, sub.ejections = health.ejected_until, health.ejections
         active = [s.endpoint for s in subs if not s.is_ejected(now)]
         if not active:  # panic mode: every endpoint is ejected; better to try them than fail
             active = [s.endpoint for s in subs]
         self.balancer.update(active)
-        self._next_unejection = min((s.ejected_until for s in subs if s.is_ejected(now)), default=float("inf"))
+        self._next_check = min(self.outliers.next_unejection(now), self.outliers.next_evaluation)
 
     def take_all(self) -> list[SubChannel]:
         """Every sub-channel, live and draining, removed from the host (for closing the channel)."""
@@ -136,17 +148,54 @@ class CallHost:
 
     def call_options(
         self,
+        spec: MethodSpec,
         timeout: float | None,
         metadata: Any,
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
     ) -> CallOptions:
-        """The call's deadline (absolute, loop clock) and metadata, fixed before the first attempt."""
-        from grpcmesh.client.calls import CallOptions
+        """The call's deadline (absolute, loop clock) and metadata, fixed before the first attempt.
 
+        Without a timeout of its own a call takes the method's configured default; inside a
+        handler served by a mesh server it takes the incoming call's remaining deadline (less
+        the margin) when that is shorter, and carries the incoming call's allowlisted metadata
+        (request id, baggage). An already spent budget leaves a deadline in the past, which
+        :meth:`admit` turns into DEADLINE_EXCEEDED before anything is sent.
+        """
+        from grpcmesh.client.calls import CallOptions
+        from grpcmesh.context import TIMEOUT_HEADER, merged_metadata
+
+        settings = self.settings
+        if timeout is None:
+            timeout = settings.default_timeout(spec.method)
+        outgoing = settings.propagation.outgoing(timeout, metadata)
+        if outgoing.metadata:
+            metadata = merged_metadata(metadata, outgoing.metadata)
+        timeout = outgoing.timeout
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        if timeout is not None and timeout > 0:  # lets the server measure how long the call queued
+            metadata = merged_metadata(metadata, ((TIMEOUT_HEADER, str(round(timeout * 1000))),))
+        if wait_for_ready is None:
+            wait_for_ready = settings.wait_for_ready
         return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))
+
+    def admit(self, spec: MethodSpec, options: CallOptions) -> MeshRpcError | None:
+        """Why the call must fail without being sent (spent deadline, client-side throttling), or None."""
+        if options.deadline is not None and options.deadline <= asyncio.get_running_loop().time():
+            return MeshRpcError(
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+                f"deadline exceeded before {spec.method} could be sent (no time was left of the call's deadline, "
+                "or of the incoming call's it inherits)",
+            )
+        if not self.throttle.allow():
+            return MeshRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"{spec.method} to service {self.service!r} rejected by client-side throttling: "
+                f"the service has recently failed or refused most calls",
+            )
+        self.budget.request()
+        return None
 
     def _request_key(self, metadata: Any) -> str | None:
         if not metadata:
@@ -161,14 +210,21 @@ class CallHost:
     def begin_call(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
         """Start the mesh's observation of one call (may add metadata); ``None`` when nothing observes."""
         observer = self.observer
-        return None if observer is None else observer.begin(spec, options)
+        return None if observer is None else observer.begin(self.service, spec, options)
 
     # -- 3. endpoint acquisition -------------------------------------------------------------
 
     def _pick(self, request_key: str | None, exclude: set[str]) -> SubChannel | None:
-        if time.monotonic() >= self._next_unejection:
+        now = time.monotonic()
+        if now >= self._next_check:
+            if now >= self.outliers.next_evaluation:
+                self.outliers.evaluate(now)
             self._rebalance()
         endpoint = self.balancer.pick(request_key, exclude)
+        if endpoint is not None and self.outliers.on_probation(endpoint.id, now):
+            probe = self.subs.get(endpoint.id)
+            if probe is not None and probe.outstanding > 0:  # one probe at a time
+                endpoint = self.balancer.pick(request_key, {*exclude, endpoint.id}) or endpoint
         if endpoint is None and exclude:
             # The balancer only knows non-ejected endpoints; a retry may still use an ejected one.
             endpoint = next((s.endpoint for s in self.subs.values() if s.id not in exclude), None)
@@ -196,27 +252,48 @@ class CallHost:
         if sub is not None or exclude:
             return sub
         loop = asyncio.get_running_loop()
-        wait = None if wait_for_ready else self._endpoint_wait
         remaining = None if deadline is None else deadline - loop.time()
-        limit = remaining if wait is None else (wait if remaining is None else min(wait, remaining))
-        await self.watcher.wait_for_endpoints(limit)
+        if wait_for_ready:  # like gRPC: wait for an endpoint up to the deadline
+            limit = remaining
+            await self.watcher.wait_for_endpoints(limit)
+        else:  # fail fast, but give the registry a chance to answer first (bounded)
+            limit = self._endpoint_wait if remaining is None else min(self._endpoint_wait, remaining)
+            await self._wait_synced(limit)
         sub = self._pick(request_key, exclude)
         if sub is not None:
             return sub
         self.no_endpoint_errors += 1
-        raise self._no_endpoints_error(limit, deadline_hit=remaining is not None and limit == remaining)
+        deadline_hit = remaining is not None and limit == remaining and (wait_for_ready or not self.watcher.synced)
+        raise self._no_endpoints_error(limit, deadline_hit=deadline_hit)
+
+    async def _wait_synced(self, timeout: float | None) -> None:
+        """Wait until the registry has answered once (the endpoint set is known, maybe empty)."""
+        watcher = self.watcher
+        loop = asyncio.get_running_loop()
+        end = None if timeout is None else loop.time() + timeout
+        while not watcher.synced:
+            left = None if end is None else end - loop.time()
+            if left is not None and left <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(watcher.wait_changed(watcher.version), left)
 
     def _no_endpoints_error(self, waited: float | None, deadline_hit: bool) -> NoEndpointsRpcError:
         where = f"service {self.service!r} ({self.filter.describe()})"
-        known = "" if self.watcher.synced else "; the registry has not answered yet"
         if deadline_hit:
+            known = "" if self.watcher.synced else "; the registry has not answered yet"
             return NoEndpointsRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"deadline exceeded while waiting for a SERVING endpoint of {where}{known}",
             )
+        if self.watcher.synced:
+            return NoEndpointsRpcError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"no SERVING endpoint of {where} in the registry (pass wait_for_ready=True to wait for one)",
+            )
         return NoEndpointsRpcError(
             grpc.StatusCode.UNAVAILABLE,
-            f"no SERVING endpoint of {where} after waiting {waited or 0:.1f}s{known}",
+            f"no SERVING endpoint of {where}: the registry has not answered after {waited or 0:.1f}s",
         )
 
     # -- 4. attempts ----------------------------------------------------------------------
@@ -228,14 +305,18 @@ class CallHost:
 
     def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None:
         latency = time.monotonic() - started
-        transport_failure = isinstance(error, grpc.aio.AioRpcError) and is_transport_failure(error)
-        sub.call_finished(latency, ok=not transport_failure)
-        self.balancer.call_finished(sub.endpoint, latency, not transport_failure)
-        if isinstance(error, grpc.aio.AioRpcError) and is_not_sent(error):
-            if sub.record_connect_failure(self._outlier) and sub.id in self.subs:
-                self._rebalance()
-        elif not transport_failure:
-            sub.record_success()
+        rpc_error = error if isinstance(error, grpc.aio.AioRpcError) else None
+        failed = rpc_error is not None and (
+            is_transport_failure(rpc_error) or rpc_error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+        )
+        sub.call_finished(latency, ok=not failed)
+        self.balancer.call_finished(sub.endpoint, latency, not failed)
+        if error is None:
+            self.throttle.record(grpc.StatusCode.OK)
+        elif rpc_error is not None:
+            self.throttle.record(rpc_error.code())
+        if self.outliers.record(sub.id, latency, error) and sub.id in self.subs:
+            self._rebalance()
 
     # -- 5. retries -----------------------------------------------------------------------
 
@@ -244,7 +325,9 @@ class CallHost:
         if not isinstance(error, grpc.aio.AioRpcError) or isinstance(error, NoEndpointsRpcError):
             return False
         retry = is_not_sent(error) or (
-            error.code() is grpc.StatusCode.UNAVAILABLE and ("/" + method.strip("/")) in self._retry_methods
+            error.code() is grpc.StatusCode.UNAVAILABLE
+            and self.settings.may_retry_method(method)
+            and self.budget.try_retry()  # the request may have run: only within the retry budget
         )
         if retry:
             self.retries += 1
@@ -261,7 +344,7 @@ class CallHost:
         try:
             await asyncio.wait_for(sub.channel.channel_ready(), limit)
         except TimeoutError:
-            if sub.record_connect_failure(self._outlier) and sub.id in self.subs:
+            if self.outliers.record_connect_failure(sub.id) and sub.id in self.subs:
                 self._rebalance()
             return False
         return True

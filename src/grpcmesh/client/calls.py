@@ -17,7 +17,8 @@ Every attempt receives what is left of the call's deadline as its timeout.
 
 Where things happen (each is one method of the channel's private ``CallHost``, see
 :mod:`grpcmesh.client._host`): the call's options (deadline, metadata) are fixed by
-``call_options`` before the call object exists; ``begin_call`` starts the mesh's observation
+``call_options`` before the call object exists; ``admit`` may refuse the call before anything
+is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh's observation
 (auth headers, trace context, metrics, access log) in ``_MeshCall.__init__``; an endpoint is
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
@@ -79,8 +80,9 @@ CallFinish = Callable[[grpc.StatusCode, BaseException | None], None]
 class CallObserver(Protocol):
     """The mesh's client-side concerns run as one observation per call (not as interceptors)."""
 
-    def begin(self, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
-        """Called before the first attempt; may set ``options.metadata``; returns the end hook."""
+    def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        """Called before the first attempt of a call to mesh service ``callee``; may set
+        ``options.metadata``; returns the end hook (or ``None``)."""
         ...
 
 
@@ -128,6 +130,7 @@ class _MeshCall:
         self._started = 0.0
         self._first: Any = _NOTHING
         self._ended = False
+        self._status_task: asyncio.Task[None] | None = None
         self._finish = host.begin_call(spec, options)
         self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish())
         self._task.add_done_callback(_mark_retrieved)
@@ -136,6 +139,10 @@ class _MeshCall:
 
     async def _establish(self) -> Any:
         try:
+            refused = self._host.admit(self._spec, self._options)
+            if refused is not None:  # spent deadline or client-side throttling: nothing is sent
+                self._fail(refused)
+                raise refused
             if self._spec.kind.request_streaming:
                 return await self._establish_fixed()
             return await self._establish_retrying()
@@ -177,11 +184,11 @@ class _MeshCall:
         """Streamed request: the endpoint must be connected before the caller's stream is handed over."""
         sub = await self._acquire(None)
         if not await self._host.ensure_connected(sub, self._options.deadline):
-            sub = await self._acquire({sub.id}) or sub
+            sub = await self._acquire({sub.id}, fallback=sub)  # the same one if there is no other
         call = self._start_attempt(sub, self._request)
         call.add_done_callback(self._on_grpc_done)
 
-    async def _acquire(self, exclude: set[str] | None) -> SubChannel:
+    async def _acquire(self, exclude: set[str] | None, fallback: SubChannel | None = None) -> SubChannel:
         options = self._options
         try:
             sub = await self._host.acquire(
@@ -190,8 +197,10 @@ class _MeshCall:
         except MeshRpcError as error:
             self._fail(error)
             raise
-        if sub is None:  # only after a failed attempt: nowhere else to go
-            assert self._error is not None
+        if sub is None:  # nowhere else to go
+            if fallback is not None:
+                return fallback
+            assert self._error is not None  # only after a failed attempt
             raise self._error
         return sub
 
@@ -243,15 +252,23 @@ class _MeshCall:
         if call.cancelled():
             self._end_call(asyncio.CancelledError())
             return
-        asyncio.get_running_loop().create_task(self._end_call_with_status(call)).add_done_callback(_mark_retrieved)
+        task = asyncio.get_running_loop().create_task(self._end_call_with_status(call))
+        task.add_done_callback(_mark_retrieved)
+        self._status_task = task  # held: the loop keeps only a weak reference to tasks
 
     async def _end_call_with_status(self, call: Any) -> None:
         try:
-            code = await call.code()
+            if self._spec.kind is RpcType.CLIENT_STREAM:
+                # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
+                # say INTERNAL for a client stream the server ended while it was still writing.
+                await call
+                code = grpc.StatusCode.OK
+            else:
+                code = await call.code()
         except BaseException as error:  # any failure is the call's status
             self._end_call(error)
             return
-        if code is grpc.StatusCode.OK or self._ended:
+        if code is grpc.StatusCode.OK:
             self._end_call(None)
         else:
             self._end_call(MeshRpcError(code, await call.details()))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -23,7 +24,9 @@ import grpc
 from grpcmesh._rpc import RpcType
 from grpcmesh.client._host import CallHost
 from grpcmesh.client.calls import CALL_CLASSES, CallObserver, MethodSpec
-from grpcmesh.client.subchannel import EndpointStats, OutlierPolicy, SubChannel
+from grpcmesh.client.outlier import OutlierPolicy
+from grpcmesh.client.settings import CallSettings, normalize_methods
+from grpcmesh.client.subchannel import EndpointStats, SubChannel
 from grpcmesh.discovery.balancers import make_balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError, ConfigError
@@ -54,12 +57,10 @@ class ChannelStats:
     draining: int
     per_endpoint: tuple[EndpointStats, ...]
     watch_errors: int = 0
-
-
-def _normalize_method(method: str) -> str:
-    if not isinstance(method, str) or "/" not in method.strip("/"):
-        raise ConfigError(f"retry_methods: {method!r} must be a full method name such as '/pkg.Service/Method'")
-    return "/" + method.strip("/")
+    throttled: int = 0
+    """Calls rejected locally by adaptive throttling."""
+    retries_denied: int = 0
+    """Retries of ``retry_methods`` the retry budget refused."""
 
 
 class MeshChannel(grpc.aio.Channel):
@@ -69,6 +70,9 @@ class MeshChannel(grpc.aio.Channel):
     endpoint set and what calls ask of it live in a private :class:`~grpcmesh.client._host.CallHost`.
     ``observer`` runs the mesh's own client concerns once per call, outside ``interceptors``
     (the user's grpc.aio client interceptors, which run on every attempt's sub-channel).
+    ``settings`` are the dependency's call semantics (default timeouts, wait-for-ready,
+    outlier detection, throttling, retry budget, keepalive, context propagation);
+    ``retry_methods`` and ``outlier``, when given, replace the corresponding settings.
     """
 
     def __init__(
@@ -90,6 +94,7 @@ class MeshChannel(grpc.aio.Channel):
         drain_grace: float = DEFAULT_DRAIN_GRACE,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
         observer: CallObserver | None = None,
+        settings: CallSettings | None = None,
     ) -> None:
         if endpoint_wait < 0:
             raise ConfigError(f"endpoint_wait: {endpoint_wait!r} must be >= 0 seconds")
@@ -101,16 +106,25 @@ class MeshChannel(grpc.aio.Channel):
         self.policy = policy
         self._interceptors = tuple(interceptors)
         self._credentials = credentials
-        self._options = tuple(options)
+        settings = settings or CallSettings()
+        try:
+            settings = dataclasses.replace(
+                settings,
+                retry_methods=normalize_methods(retry_methods) if retry_methods else settings.retry_methods,
+                outlier=outlier or settings.outlier,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"retry_methods: {exc}") from None
+        keepalive = settings.keepalive.channel_options() if settings.keepalive is not None else ()
+        self._options = (*keepalive, *tuple(options))  # the caller's options come last and win
         self._host = CallHost(
             self.watcher,
             self.filter,
             make_balancer(policy, **dict(policy_options or {})),
             self._open,
             endpoint_wait=endpoint_wait,
-            retry_methods=[_normalize_method(m) for m in retry_methods],
+            settings=settings,
             hash_key=hash_key.lower(),
-            outlier=outlier or OutlierPolicy(),
             drain_grace=drain_grace,
             connect_timeout=connect_timeout,
             observer=observer,
@@ -266,6 +280,8 @@ class MeshChannel(grpc.aio.Channel):
             draining=len(host.draining),
             per_endpoint=tuple(s.stats(now) for s in subs),
             watch_errors=self.watcher.watch_errors,
+            throttled=host.throttle.rejected,
+            retries_denied=host.budget.denied,
         )
 
     def __repr__(self) -> str:
@@ -292,7 +308,7 @@ class _MultiCallable:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        options = self._host.call_options(timeout, metadata, credentials, wait_for_ready, compression)
+        options = self._host.call_options(self._spec, timeout, metadata, credentials, wait_for_ready, compression)
         return self._call_class(self._host, self._spec, options, request)
 
 

@@ -1,4 +1,4 @@
-"""``ClientManager`` (the seed's client connection manager): one shared channel per service and filter.
+"""``ClientManager`` (the original Go design's client connection manager): one shared channel per service and filter.
 
 Every caller asking for the same (service, version, metadata filter, policy) gets the same
 :class:`MeshChannel`, so a process keeps one set of connections per backend however many
@@ -8,7 +8,7 @@ stubs it creates; ``close()`` closes them all.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -23,7 +23,8 @@ from grpcmesh.client.channel import (
     ChannelStats,
     MeshChannel,
 )
-from grpcmesh.client.subchannel import OutlierPolicy
+from grpcmesh.client.outlier import OutlierPolicy
+from grpcmesh.client.settings import CallSettings
 from grpcmesh.discovery.balancers import POLICIES
 from grpcmesh.discovery.endpoints import EndpointFilter
 from grpcmesh.errors import ConfigError
@@ -49,6 +50,7 @@ class ClientManager:
         outlier: OutlierPolicy | None = None,
         drain_grace: float = DEFAULT_DRAIN_GRACE,
         observer: CallObserver | None = None,
+        settings_for: Callable[[str], CallSettings] | None = None,
     ) -> None:
         if default_policy not in POLICIES:
             raise ConfigError(
@@ -68,6 +70,9 @@ class ClientManager:
             "observer": observer,
         }
         self.default_policy = default_policy
+        self._settings_for = settings_for
+        """Per-service call semantics (``Mesh`` reads them from the ``client:``/``dependencies:`` config)."""
+        self._explicit_hash_key = hash_key != DEFAULT_HASH_KEY
         self._channels: dict[ChannelKey, MeshChannel] = {}
         self._closed = False
 
@@ -81,7 +86,13 @@ class ClientManager:
         """The shared channel to ``name`` (instances matching the filter), created on first use."""
         if self._closed:
             raise ConfigError("ClientManager is closed; create a new one")
-        chosen = policy or self.default_policy
+        kwargs = dict(self._channel_kwargs)
+        settings = self._settings_for(name) if self._settings_for is not None else None
+        if settings is not None:
+            kwargs["settings"] = settings
+            if settings.hash_header and not self._explicit_hash_key:
+                kwargs["hash_key"] = settings.hash_header
+        chosen = policy or (settings.balancing if settings is not None else None) or self.default_policy
         key = (name, EndpointFilter.of(version, metadata_match), chosen)
         found = self._channels.get(key)
         if found is None:
@@ -91,7 +102,7 @@ class ClientManager:
                 version=version,
                 metadata_match=metadata_match,
                 policy=chosen,
-                **self._channel_kwargs,
+                **kwargs,
             )
             self._channels[key] = found
         return found

@@ -2,9 +2,8 @@
 
 A sub-channel counts its outstanding calls so that, when its endpoint leaves the registry,
 it can close only after they end (bounded by a grace period) instead of cancelling them.
-Consecutive *connection* failures (the request never left) eject it from balancing for a
-backoff period that doubles on every repeat; when the period ends it is offered again, and
-one more failure re-ejects it at once, while a success clears its record.
+Whether it is ejected is decided by :mod:`grpcmesh.client.outlier`; the sub-channel
+carries the result (``ejected_until``, ``ejections``) for balancing and ``stats()``.
 """
 
 from __future__ import annotations
@@ -21,28 +20,10 @@ import grpc
 
 from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.discovery.endpoints import Endpoint
-from grpcmesh.errors import ConfigError
 
 log = logging.getLogger("grpcmesh.client")
 
 EWMA_ALPHA = 0.2
-
-
-@dataclass(frozen=True)
-class OutlierPolicy:
-    """When to eject an endpoint: ``consecutive_failures`` connection failures in a row."""
-
-    consecutive_failures: int = 3
-    base_ejection: float = 1.0
-    max_ejection: float = 30.0
-
-    def __post_init__(self) -> None:
-        if self.consecutive_failures < 1:
-            raise ConfigError(f"outlier.consecutive_failures: {self.consecutive_failures!r} must be >= 1")
-        if not 0 < self.base_ejection <= self.max_ejection:
-            raise ConfigError(
-                f"outlier.base_ejection: {self.base_ejection!r} must be > 0 and <= max_ejection ({self.max_ejection!r})"
-            )
 
 
 @dataclass(frozen=True)
@@ -74,10 +55,8 @@ class SubChannel:
         self.failures = 0
         self.ewma_latency = 0.0
         self._latency_samples = 0
-        self.consecutive_failures = 0
         self.ejections = 0
         self.ejected_until = 0.0
-        self._ejection_streak = 0
         self.draining = False
         self._idle = asyncio.Event()
         self._idle.set()
@@ -133,30 +112,6 @@ class SubChannel:
 
     def is_ejected(self, now: float) -> bool:
         return now < self.ejected_until
-
-    def record_success(self) -> None:
-        self.consecutive_failures = 0
-        self._ejection_streak = 0
-
-    def record_connect_failure(self, policy: OutlierPolicy) -> bool:
-        """Count a connection failure; True if this ejected the endpoint."""
-        self.consecutive_failures += 1
-        if self.consecutive_failures < policy.consecutive_failures or self.is_ejected(self._clock()):
-            return False
-        duration = min(policy.max_ejection, policy.base_ejection * (2**self._ejection_streak))
-        self._ejection_streak += 1
-        self.ejections += 1
-        self.ejected_until = self._clock() + duration
-        # One more failure after the ejection ends re-ejects at once (the probe failed).
-        self.consecutive_failures = policy.consecutive_failures - 1
-        log.warning(
-            "ejected endpoint %s (%s) for %.1fs after %d consecutive connection failures",
-            self.id,
-            self.endpoint.target,
-            duration,
-            policy.consecutive_failures,
-        )
-        return True
 
     # -- shutdown ---------------------------------------------------------------------
 

@@ -131,6 +131,7 @@ class ServiceConfig(_Section):
     """How long in-flight calls may run after the server stops accepting new ones."""
     propagation_delay: Duration = 1.0
     """Pause between deregistering and closing the listener, so clients learn to stop picking us."""
+    load_shedding: SheddingConfig = pydantic.Field(default_factory=lambda: SheddingConfig())
 
 
 class RegistryConfig(_Section):
@@ -220,8 +221,158 @@ def _check_registry_url(url: str, key: str = "url") -> None:
                 raise KeyProblem(key, f"port {port!r} in {host!r} is not a TCP port; use 1-65535")
 
 
-class DependencyConfig(_Section):
-    """One ``dependencies:`` entry: a service this one calls."""
+BALANCING_POLICIES = ("round_robin", "weighted_round_robin", "p2c", "consistent_hash")
+
+
+class SuccessRateConfig(_Section):
+    """``outlier.success_rate:`` — eject an endpoint whose success rate in an interval is below ``threshold``."""
+
+    threshold: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] = 0.5
+    request_volume: Annotated[int, pydantic.Field(ge=1)] = 10
+    minimum_hosts: Annotated[int, pydantic.Field(ge=1)] = 2
+
+
+class OutlierConfig(_Section):
+    """``outlier:`` — when endpoints are ejected from balancing (gRFC A50's outlier detection)."""
+
+    consecutive_failures: Annotated[int, pydantic.Field(ge=1)] = 3
+    """UNAVAILABLE / DEADLINE_EXCEEDED / connection failures in a row that eject an endpoint."""
+    interval: Duration = 1.0
+    """How often success rates and latencies are compared."""
+    base_ejection_time: Duration = 1.0
+    max_ejection_time: Duration = 30.0
+    max_ejection_percent: Annotated[int, pydantic.Field(ge=0, le=100)] = 50
+    success_rate: SuccessRateConfig | None = pydantic.Field(default_factory=SuccessRateConfig)
+    """null disables success-rate ejection."""
+    latency_factor: Annotated[float, pydantic.Field(gt=1.0)] | None = 5.0
+    """Eject an endpoint whose mean latency is over this many times the median; null disables."""
+
+    @pydantic.model_validator(mode="after")
+    def _check_times(self) -> OutlierConfig:
+        if not 0 < self.base_ejection_time <= self.max_ejection_time:
+            raise KeyProblem("base_ejection_time", "must be > 0 and <= max_ejection_time")
+        if self.interval <= 0:
+            raise KeyProblem("interval", "must be > 0")
+        return self
+
+
+class ThrottleConfig(_Section):
+    """``throttle:`` — client-side adaptive throttling (the Google SRE algorithm)."""
+
+    enabled: bool = True
+    k: Annotated[float, pydantic.Field(ge=1.0)] = 1.5
+    window: Duration = 10.0
+    minimum_requests: Annotated[int, pydantic.Field(ge=0)] = 20
+
+
+class RetryBudgetConfig(_Section):
+    """``retry_budget:`` — retries of ``retry_methods`` limited to a share of recent calls (Finagle's)."""
+
+    ratio: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] = 0.2
+    minimum_per_second: Annotated[float, pydantic.Field(ge=0.0)] = 10.0
+    window: Duration = 10.0
+
+
+class KeepaliveConfig(_Section):
+    """``keepalive:`` — HTTP/2 pings on each sub-channel while calls run, to notice a frozen peer."""
+
+    time: Duration = 5.0
+    timeout: Duration = 3.0
+
+
+def _header_name(value: str) -> str:
+    if not re.fullmatch(r"[0-9a-z_.-]{1,128}", value):
+        raise ValueError(f"{value!r} must be a lower-case metadata key such as 'x-user-id'")
+    return value
+
+
+HeaderName = Annotated[str, pydantic.AfterValidator(_header_name)]
+MethodPattern = Annotated[str, pydantic.AfterValidator(lambda v: _method_pattern(v))]
+
+CLIENT_KEYS = (
+    "balancing",
+    "timeout",
+    "method_timeouts",
+    "retry_methods",
+    "wait_for_ready",
+    "hash_header",
+    "outlier",
+    "throttle",
+    "retry_budget",
+    "keepalive",
+)
+"""Keys a ``dependencies:`` entry may set to override the top-level ``client:`` defaults."""
+
+
+class ClientOverrides(_Section):
+    """The per-dependency client keys; unset ones take the ``client:`` section's values."""
+
+    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] | None = None
+    timeout: Duration | None = None
+    """Default deadline of calls that pass no timeout."""
+    method_timeouts: dict[MethodPattern, Duration] | None = None
+    """Method pattern ('/pkg.Service/Method', '/pkg.Service/*') → default deadline; overrides ``timeout``."""
+    retry_methods: list[MethodPattern] | None = None
+    """Method patterns safe to send again after they may have run (idempotent)."""
+    wait_for_ready: bool | None = None
+    hash_header: HeaderName | None = None
+    """Metadata key whose value is the consistent-hash key."""
+    outlier: OutlierConfig | None = None
+    throttle: ThrottleConfig | None = None
+    retry_budget: RetryBudgetConfig | None = None
+    keepalive: KeepaliveConfig | None = None
+
+
+class ClientConfig(_Section):
+    """``client:`` — defaults for every channel (each ``dependencies:`` entry may override them)."""
+
+    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] | None = None
+    """Unset means round_robin (or the ``default_policy`` a program gives its ``Mesh``)."""
+    timeout: Duration | None = None
+    method_timeouts: dict[MethodPattern, Duration] = pydantic.Field(default_factory=dict)
+    retry_methods: list[MethodPattern] = pydantic.Field(default_factory=list)
+    wait_for_ready: bool = False
+    hash_header: HeaderName = "x-mesh-hash-key"
+    outlier: OutlierConfig = pydantic.Field(default_factory=OutlierConfig)
+    throttle: ThrottleConfig = pydantic.Field(default_factory=ThrottleConfig)
+    retry_budget: RetryBudgetConfig = pydantic.Field(default_factory=RetryBudgetConfig)
+    keepalive: KeepaliveConfig = pydantic.Field(default_factory=KeepaliveConfig)
+    context_propagation: list[HeaderName] = pydantic.Field(default_factory=lambda: ["x-request-id", "baggage"])
+    """Metadata keys carried from an incoming call to the calls its handler makes (credentials never are)."""
+    deadline_margin: Duration = 0.01
+    """Kept back from an inherited deadline for the reply's way back."""
+
+    def for_dependency(self, dependency: ClientOverrides | None) -> ClientConfig:
+        """These defaults with the keys ``dependency`` sets (sub-sections merged key by key)."""
+        if dependency is None:
+            return self
+        update: dict[str, Any] = {}
+        for key in dependency.model_fields_set & set(CLIENT_KEYS):
+            value = getattr(dependency, key)
+            if value is None:
+                continue
+            base = getattr(self, key)
+            if isinstance(value, pydantic.BaseModel) and isinstance(base, pydantic.BaseModel):
+                value = base.model_copy(update={k: getattr(value, k) for k in value.model_fields_set})
+            update[key] = value
+        return self.model_copy(update=update)
+
+
+class SheddingConfig(_Section):
+    """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED when the event loop lags."""
+
+    enabled: bool = False
+    max_queue_delay: Duration = 0.02
+    """Queueing delay before the handler starts that, kept up for ``interval``, makes the server refuse calls."""
+    interval: Duration = 0.1
+    max_lag: Duration = 0.05
+    cooldown: Duration = 1.0
+    minimum_in_flight: Annotated[int, pydantic.Field(ge=1)] = 2
+    window: Duration = 2.0
+
+
+class DependencyConfig(ClientOverrides):
+    """One ``dependencies:`` entry: a service this one calls (and, optionally, how to call it)."""
 
     name: ServiceName
     version: Version = ""
@@ -258,10 +409,12 @@ class SecurityConfig(_Section):
     def _check_tls(self) -> SecurityConfig:
         if self.service_auth_key is not None and not self.service_auth_key.get_secret_value():
             raise KeyProblem("service_auth_key", "is empty; give a secret, or remove the key to disable auth")
-        if self.tls_enabled:
-            for key in ("cert_file", "key_file"):
-                if getattr(self, key) is None:
-                    raise KeyProblem(key, "is required when tls_enabled is true")
+        if self.tls_enabled and (self.cert_file is None) != (self.key_file is None):
+            # A server needs both (checked where it is built); a call-only client may give neither.
+            missing, given = ("key_file", "cert_file") if self.key_file is None else ("cert_file", "key_file")
+            raise KeyProblem(
+                missing, f"is required with {given} when tls_enabled is true (a call-only client may give neither)"
+            )
         if self.client_auth:
             if not self.tls_enabled:
                 raise KeyProblem("client_auth", "needs tls_enabled: true")
@@ -300,11 +453,29 @@ class MetricsConfig(_Section):
 
 
 class LoggingConfig(_Section):
-    """``logging:`` — one structured line per call (new here; grpc_zap's role in the original Go design)."""
+    """``logging:`` — structured access-log lines (grpc_zap's role in the original Go design).
+
+    ``access_log`` picks the calls that get a line: ``sampled`` (default: every failed call,
+    every call slower than ``slow_call_threshold``, and ``access_log_sample_rate`` of the
+    rest), ``all``, ``errors`` (failed or slow only) or ``off``.
+    """
 
     enabled: bool = True
     format: Literal["json", "console"] = "json"
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: Literal["all", "sampled", "errors", "off"] = "sampled"
+    access_log_sample_rate: float = 0.01
+    slow_call_threshold: Duration = 1.0
+    lifecycle: bool = True
+    """Print grpcmesh's lifecycle lines (listening, registered, health, shutdown) when the
+    application has not configured ``logging`` itself (see :mod:`grpcmesh.lifecycle_log`)."""
+
+    @pydantic.field_validator("access_log_sample_rate")
+    @classmethod
+    def _check_log_rate(cls, value: float) -> float:
+        if math.isnan(value) or not 0.0 <= value <= 1.0:
+            raise ValueError(f"{value} is not a sampling ratio; use a number from 0.0 to 1.0")
+        return value
 
 
 class MeshConfig(_Section):
@@ -317,6 +488,11 @@ class MeshConfig(_Section):
     tracing: TracingConfig = pydantic.Field(default_factory=TracingConfig)
     metrics: MetricsConfig = pydantic.Field(default_factory=MetricsConfig)
     logging: LoggingConfig = pydantic.Field(default_factory=LoggingConfig)
+    client: ClientConfig = pydantic.Field(default_factory=lambda: ClientConfig())
+
+    def client_for(self, name: str) -> ClientConfig:
+        """The client settings for calls to ``name``: ``client:`` defaults with its dependency entry's keys."""
+        return self.client.for_dependency(next((d for d in self.dependencies if d.name == name), None))
 
     @pydantic.field_validator("dependencies")
     @classmethod
@@ -336,6 +512,9 @@ def known_keys() -> set[str]:
         keys.update(model.model_fields)
     keys.update(MetricsConfig.model_fields)
     keys.update(LoggingConfig.model_fields)
+    for extra in (ClientConfig, OutlierConfig, SuccessRateConfig, ThrottleConfig, RetryBudgetConfig, KeepaliveConfig):
+        keys.update(extra.model_fields)
+    keys.update(SheddingConfig.model_fields)
     return keys
 
 
@@ -348,6 +527,7 @@ def model_for_section(name: str) -> type[pydantic.BaseModel] | None:
         "tracing": TracingConfig,
         "metrics": MetricsConfig,
         "logging": LoggingConfig,
+        "client": ClientConfig,
     }
     model: type[pydantic.BaseModel] | None = sections.get(name)
     return model

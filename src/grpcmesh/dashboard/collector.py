@@ -5,8 +5,11 @@ Three kinds of task, all through the ``Registry`` protocol only (so every backen
 * a re-list loop: ``list_services()`` every ``relist_interval``; starts a watch for each new
   service, stops it for a service that vanished;
 * one watch per service: each snapshot becomes registry events and a fresh state push;
-* a scrape loop: every ``scrape_interval`` fetches every instance's ``metrics_url`` and
-  pushes the state with the new rates.
+* a scrape loop: every ``scrape_interval`` fetches every instance's ``metrics_url``, adds
+  a point per service to the history and pushes the state with the new rates and edges.
+
+Each loop survives any exception: it is logged once (with the loop and service it hit) and
+the loop carries on, logging again only after it has recovered.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import time
 from typing import Any
 
 from grpcmesh._tasks import cancel_and_wait
+from grpcmesh.dashboard.history import DEFAULT_SECONDS, MeshHistory
 from grpcmesh.dashboard.hub import Hub
 from grpcmesh.dashboard.scraper import MetricsScraper
 from grpcmesh.dashboard.view import MeshView, RegistryEvent
@@ -28,6 +32,33 @@ from grpcmesh.registry import Registry
 log = logging.getLogger("grpcmesh.dashboard")
 
 RETRY_DELAY = 1.0
+FIRST_SNAPSHOT_WAIT = 5.0
+"""How long a re-list waits for a new service's first snapshot before going on without it."""
+MAX_SERVICES = 500
+"""Services watched at most; a registry listing more is shown truncated, with one warning."""
+
+
+class _Failures:
+    """Logs a loop's failure once per streak: the first with its traceback, then nothing until
+    the loop has succeeded again (so a broken registry does not log every second)."""
+
+    def __init__(self) -> None:
+        self._failing: set[str] = set()
+
+    def failed(self, where: str, exc: BaseException) -> None:
+        if where in self._failing:
+            log.debug("%s failed again: %s", where, type(exc).__name__)
+            return
+        self._failing.add(where)
+        if isinstance(exc, MeshError):
+            log.warning("%s failed, will retry: %s", where, exc)
+        else:
+            log.warning("%s failed, will retry", where, exc_info=exc)
+
+    def ok(self, where: str) -> None:
+        if where in self._failing:
+            self._failing.discard(where)
+            log.info("%s works again", where)
 
 
 def _dumps(value: Any) -> str:
@@ -45,10 +76,17 @@ class MeshCollector:
         scrape_interval: float = 1.0,
         relist_interval: float = 1.0,
         scraper: MetricsScraper | None = None,
+        history_seconds: float = DEFAULT_SECONDS,
     ) -> None:
         self.registry = registry
         self.hub = hub
         self.view = MeshView()
+        self.history = MeshHistory(history_seconds, scrape_interval)
+        self._failures = _Failures()
+        self._refused_warned: set[tuple[str, str, str]] = set()
+        self._truncated_warned = False
+        self._loading = False
+        """True while the first listing loads what was registered before the dashboard started."""
         self.scrape_interval = scrape_interval
         self.relist_interval = relist_interval
         self.scraper = scraper or MetricsScraper(timeout=max(0.2, scrape_interval * 0.8))
@@ -57,8 +95,16 @@ class MeshCollector:
 
     # -- what pages read ------------------------------------------------------------
 
-    def state_json(self) -> str:
-        return _dumps(self.view.to_json(self.scraper.state))
+    def state(self, *, latest_only: bool = False) -> dict[str, Any]:
+        """Services with instances, rates and history, and the edges (what ``/api/state`` serves).
+
+        The live stream sends the full history once, when a page connects, then ``latest_only``
+        states (each service's newest point): a page costs ~1 KB/s instead of the whole window.
+        """
+        return self.view.to_json(self.scraper.state, self.history, latest_only=latest_only)
+
+    def state_json(self, *, latest_only: bool = False) -> str:
+        return _dumps(self.state(latest_only=latest_only))
 
     def history_json(self) -> str:
         return _dumps([event.to_json() for event in self.view.events])
@@ -67,10 +113,13 @@ class MeshCollector:
 
     async def start(self) -> None:
         """Load the current services, then keep following them in the background."""
+        self._loading = True
         try:
             await self._relist()
-        except MeshError as exc:
-            log.warning("registry not readable yet, will keep trying: %s", exc)
+        except Exception as exc:  # the page still opens; the re-list loop keeps trying
+            self._failures.failed("listing the registry's services", exc)
+        finally:
+            self._loading = False
         loop = asyncio.get_running_loop()
         self._tasks = [loop.create_task(self._relist_loop()), loop.create_task(self._scrape_loop())]
 
@@ -87,15 +136,26 @@ class MeshCollector:
             await asyncio.sleep(self.relist_interval)
             try:
                 await self._relist()
-            except MeshError as exc:
-                log.warning("listing services failed, retrying: %s", exc)
+            except Exception as exc:  # the loop must outlive any registry fault
+                self._failures.failed("listing the registry's services", exc)
+            else:
+                self._failures.ok("listing the registry's services")
 
     async def _relist(self) -> None:
-        names = set(await self.registry.list_services())
+        listed = sorted(set(await self.registry.list_services()))
+        if len(listed) > MAX_SERVICES:
+            if not self._truncated_warned:
+                self._truncated_warned = True
+                log.warning(
+                    "the registry lists %d services; the dashboard follows the first %d", len(listed), MAX_SERVICES
+                )
+            listed = listed[:MAX_SERVICES]
+        names = set(listed)
         for name in sorted(names - set(self._watches)):
             first = asyncio.get_running_loop().create_future()
             self._watches[name] = asyncio.get_running_loop().create_task(self._watch(name, first))
-            await first  # the page's first state already holds this service
+            # the page's first state already holds this service (unless its watch is slow)
+            await asyncio.wait([first], timeout=FIRST_SNAPSHOT_WAIT)
         for name in sorted(set(self._watches) - names):
             await cancel_and_wait((self._watches.pop(name),))
             self._on_snapshot(name, [])
@@ -106,11 +166,12 @@ class MeshCollector:
                 try:
                     async for snapshot in self.registry.watch(name):
                         self._on_snapshot(name, snapshot)
+                        self._failures.ok(f"watching service {name!r}")
                         if not first.done():
                             first.set_result(None)
                     return  # the registry was closed
-                except MeshError as exc:
-                    log.warning("watch of %s failed, retrying: %s", name, exc)
+                except Exception as exc:  # the watch must outlive any registry (or view) fault
+                    self._failures.failed(f"watching service {name!r}", exc)
                     if not first.done():
                         first.set_result(None)
                     await asyncio.sleep(RETRY_DELAY)
@@ -121,9 +182,10 @@ class MeshCollector:
     def _on_snapshot(self, name: str, snapshot: list[ServiceInstance]) -> None:
         events: list[RegistryEvent] = self.view.apply(name, snapshot)
         for event in events:
+            self.history.note(event, mark=not self._loading)
             self.hub.publish("registry", _dumps(event.to_json()))
         if events:
-            self.hub.publish("state", self.state_json())
+            self.hub.publish("state", self.state_json(latest_only=True))
 
     # -- metrics ----------------------------------------------------------------------
 
@@ -131,8 +193,26 @@ class MeshCollector:
         while True:
             started = time.monotonic()
             try:
-                await self.scraper.scrape(self.view.metrics_urls())
-            except Exception:  # a dashboard keeps showing the registry even if scraping breaks
-                log.exception("scraping metrics failed; will retry")
-            self.hub.publish("state", self.state_json())
+                await self.scrape_once()
+            except Exception as exc:  # a dashboard keeps showing the registry even if scraping breaks
+                self._failures.failed("scraping metrics", exc)
+            else:
+                self._failures.ok("scraping metrics")
             await asyncio.sleep(max(0.0, self.scrape_interval - (time.monotonic() - started)))
+
+    async def scrape_once(self) -> None:
+        """One round: scrape, record a history point per service, push the new state."""
+        self._warn_refused()
+        await self.scraper.scrape(self.view.metrics_urls())
+        self.history.record(time.time(), self.view.service_rates(self.scraper.state))
+        self.hub.publish("state", self.state_json(latest_only=True))
+
+    def _warn_refused(self) -> None:
+        """One warning per instance whose ``metrics_url`` is refused (while it stays registered)."""
+        current: set[tuple[str, str, str]] = set()
+        for inst, problem in self.view.refused_metrics():
+            key = (inst.name, inst.id, problem)
+            current.add(key)
+            if key not in self._refused_warned:
+                log.warning("not scraping metrics of %r %r: %s", inst.name, inst.id, problem)
+        self._refused_warned = current

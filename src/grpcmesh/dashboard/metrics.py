@@ -7,7 +7,12 @@ increase. The p99 is read from the histogram's bucket increases the way PromQL's
 ``histogram_quantile()`` does: find the bucket holding the 99th-percentile observation and
 interpolate linearly inside it.
 
-Everything here is pure (no I/O), so it is unit-tested directly.
+Client series (``grpc_client_*``, labelled ``caller``/``callee`` by the mesh) give the same
+figures per caller→callee pair: the observed edges of the graph.
+
+Everything here is pure (no I/O), so it is unit-tested directly. A scraped endpoint is not
+trusted: a value that is not a finite non-negative number, or a bucket without a numeric
+``le``, makes the whole exposition malformed (:class:`MalformedExposition`), never a crash later.
 """
 
 from __future__ import annotations
@@ -20,7 +25,24 @@ from prometheus_client.parser import text_string_to_metric_families
 
 HANDLED_TOTAL = "grpc_server_handled_total"
 HANDLING_SECONDS_BUCKET = "grpc_server_handling_seconds_bucket"
+CLIENT_HANDLED_TOTAL = "grpc_client_handled_total"
+CLIENT_HANDLING_SECONDS_BUCKET = "grpc_client_handling_seconds_bucket"
 OK_CODE = "OK"
+MAX_SERIES = 20_000
+"""Series of the four families above kept from one exposition; more is treated as malformed."""
+MAX_COUNT = float(2**53)
+"""Larger than any real counter (and than a float counts exactly): rates stay finite numbers."""
+
+EdgeKey = tuple[str, str]
+"""(caller, callee) mesh service names, as the client series' labels give them."""
+
+
+class MalformedExposition(ValueError):
+    """A metrics response that cannot be read; the message never quotes the response."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__(f"malformed metrics exposition: {problem}")
+
 
 DEFAULT_IGNORED_SERVICES: tuple[str, ...] = ("grpc.health.v1.", "grpc.reflection.")
 """gRPC services whose calls are infrastructure (health probes, reflection), not traffic."""
@@ -39,6 +61,10 @@ class MetricsSample:
     """``grpc_server_handled_total`` per label set (the labels include ``grpc_code``)."""
     buckets: Mapping[SeriesKey, float] = field(default_factory=dict)
     """``grpc_server_handling_seconds_bucket`` per label set (the labels include ``le``)."""
+    client_handled: Mapping[SeriesKey, float] = field(default_factory=dict)
+    """``grpc_client_handled_total`` per label set (with ``caller``, ``callee``, ``grpc_code``)."""
+    client_buckets: Mapping[SeriesKey, float] = field(default_factory=dict)
+    """``grpc_client_handling_seconds_bucket`` per label set (with ``caller``, ``callee``, ``le``)."""
 
 
 @dataclass(frozen=True)
@@ -87,22 +113,52 @@ def _is_ignored(labels: Mapping[str, str], ignored_services: tuple[str, ...]) ->
 def parse_sample(
     text: str, at: float, *, ignored_services: tuple[str, ...] = DEFAULT_IGNORED_SERVICES
 ) -> MetricsSample:
-    """Pick the gRPC server counters out of a Prometheus text exposition.
+    """Pick the gRPC server and client counters out of a Prometheus text exposition.
 
-    Raises ``ValueError`` when ``text`` is not valid exposition format.
+    Raises :class:`MalformedExposition` (a ``ValueError``) when ``text`` is not valid exposition
+    format or holds values no counter can have.
     """
-    handled: dict[SeriesKey, float] = {}
-    buckets: dict[SeriesKey, float] = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name not in (HANDLED_TOTAL, HANDLING_SECONDS_BUCKET):
-                continue
-            if _is_ignored(sample.labels, ignored_services):
-                continue
-            key = tuple(sorted(sample.labels.items()))
-            target = handled if sample.name == HANDLED_TOTAL else buckets
-            target[key] = float(sample.value)
-    return MetricsSample(at=at, handled=handled, buckets=buckets)
+    targets: dict[str, dict[SeriesKey, float]] = {name: {} for name in _FAMILIES}
+    kept = 0
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                target = targets.get(sample.name)
+                if target is None or _is_ignored(sample.labels, ignored_services):
+                    continue
+                value = float(sample.value)
+                if not 0 <= value <= MAX_COUNT:  # also false for NaN
+                    raise MalformedExposition(f"{sample.name} has a value that is not a finite count")
+                if sample.name.endswith("_bucket"):
+                    _parse_bound(sample.labels.get("le"), sample.name)
+                kept += 1
+                if kept > MAX_SERIES:
+                    raise MalformedExposition(f"more than {MAX_SERIES} gRPC series in one exposition")
+                target[tuple(sorted(sample.labels.items()))] = value
+    except MalformedExposition:
+        raise
+    except Exception as exc:  # the parser raises several types on hostile input; none may escape
+        raise MalformedExposition(f"not Prometheus text format ({type(exc).__name__})") from None
+    return MetricsSample(
+        at=at,
+        handled=targets[HANDLED_TOTAL],
+        buckets=targets[HANDLING_SECONDS_BUCKET],
+        client_handled=targets[CLIENT_HANDLED_TOTAL],
+        client_buckets=targets[CLIENT_HANDLING_SECONDS_BUCKET],
+    )
+
+
+_FAMILIES = (HANDLED_TOTAL, HANDLING_SECONDS_BUCKET, CLIENT_HANDLED_TOTAL, CLIENT_HANDLING_SECONDS_BUCKET)
+
+
+def _parse_bound(le: str | None, name: str) -> float:
+    try:
+        bound = float(le) if le is not None else math.nan
+    except ValueError:
+        bound = math.nan
+    if not bound >= 0:  # also true for NaN
+        raise MalformedExposition(f"{name} has a bucket without a numeric, non-negative 'le' label")
+    return bound
 
 
 def _increase(previous: float | None, current: float) -> float:
@@ -113,32 +169,65 @@ def _increase(previous: float | None, current: float) -> float:
 
 
 def _bucket_bound(key: SeriesKey) -> float:
-    for name, value in key:
-        if name == "le":
-            return float(value)  # "+Inf" parses to inf
-    raise ValueError(f"histogram bucket series without an 'le' label: {dict(key)}")
+    return _parse_bound(dict(key).get("le"), "a histogram")  # "+Inf" parses to inf
 
 
-def window_between(previous: MetricsSample, current: MetricsSample) -> Window:
-    """Per-second increases from ``previous`` to ``current`` (taken later)."""
+def _check_order(previous: MetricsSample, current: MetricsSample) -> float:
     seconds = current.at - previous.at
     if seconds <= 0:
         raise ValueError(f"samples must be in time order; got {seconds:.3f}s between them")
+    return seconds
+
+
+def _window(
+    seconds: float,
+    handled: Iterable[tuple[SeriesKey, float, float | None]],
+    buckets: Iterable[tuple[SeriesKey, float, float | None]],
+) -> Window:
+    """A window from (series, current value, previous value) triples."""
     calls = errors = 0.0
-    for key, value in current.handled.items():
-        increase = _increase(previous.handled.get(key), value)
+    for key, value, before in handled:
+        increase = _increase(before, value)
         calls += increase
         if dict(key).get("grpc_code", OK_CODE) != OK_CODE:
             errors += increase
     bucket_totals: dict[float, float] = {}
-    for key, value in current.buckets.items():
+    for key, value, before in buckets:
         bound = _bucket_bound(key)
-        bucket_totals[bound] = bucket_totals.get(bound, 0.0) + _increase(previous.buckets.get(key), value)
+        bucket_totals[bound] = bucket_totals.get(bound, 0.0) + _increase(before, value)
     return Window(
         calls_per_second=calls / seconds,
         errors_per_second=errors / seconds,
         bucket_rates={bound: total / seconds for bound, total in bucket_totals.items()},
     )
+
+
+def window_between(previous: MetricsSample, current: MetricsSample) -> Window:
+    """Per-second increases of the server series from ``previous`` to ``current`` (taken later)."""
+    seconds = _check_order(previous, current)
+    return _window(
+        seconds,
+        ((key, value, previous.handled.get(key)) for key, value in current.handled.items()),
+        ((key, value, previous.buckets.get(key)) for key, value in current.buckets.items()),
+    )
+
+
+def _edge_of(key: SeriesKey) -> EdgeKey:
+    labels = dict(key)
+    return labels.get("caller", ""), labels.get("callee", "")
+
+
+def edge_windows_between(previous: MetricsSample, current: MetricsSample) -> dict[EdgeKey, Window]:
+    """Per-second increases of the client series, one window per (caller, callee) pair seen in
+    ``current`` (a pair with no call in between gets a zero window: seen, but idle)."""
+    seconds = _check_order(previous, current)
+    handled: dict[EdgeKey, list[tuple[SeriesKey, float, float | None]]] = {}
+    buckets: dict[EdgeKey, list[tuple[SeriesKey, float, float | None]]] = {}
+    for key, value in current.client_handled.items():
+        handled.setdefault(_edge_of(key), []).append((key, value, previous.client_handled.get(key)))
+    for key, value in current.client_buckets.items():
+        buckets.setdefault(_edge_of(key), []).append((key, value, previous.client_buckets.get(key)))
+    return {edge: _window(seconds, handled.get(edge, ()), buckets.get(edge, ())) for edge in handled.keys() | buckets}
 
 
 def histogram_quantile(quantile: float, cumulative: Mapping[float, float]) -> float | None:

@@ -15,13 +15,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from types import TracebackType
+from typing import TYPE_CHECKING
 
-from aiohttp import web
-
+from grpcmesh._extras import require
 from grpcmesh.dashboard.collector import MeshCollector
+from grpcmesh.dashboard.history import DEFAULT_SECONDS
 from grpcmesh.dashboard.hub import Hub
 from grpcmesh.errors import ConfigError
 from grpcmesh.registry import Registry, open_registry
+
+if TYPE_CHECKING:
+    from aiohttp import web
+else:
+    web = require("aiohttp.web", "dashboard", "the dashboard")
 
 log = logging.getLogger("grpcmesh.dashboard")
 
@@ -84,6 +90,7 @@ class Dashboard:
         port: int = 8080,
         scrape_interval: float = 1.0,
         relist_interval: float = 1.0,
+        history_seconds: float = DEFAULT_SECONDS,
     ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"dashboard port {port!r} is not a TCP port; use 0 (any free port) to 65535")
@@ -91,6 +98,9 @@ class Dashboard:
             raise ConfigError(f"dashboard scrape_interval {scrape_interval!r} must be between 0.1 and 60 seconds")
         if not 0.1 <= relist_interval <= 60:
             raise ConfigError(f"dashboard relist_interval {relist_interval!r} must be between 0.1 and 60 seconds")
+        if not 60 <= history_seconds <= 3600:
+            raise ConfigError(f"dashboard history_seconds {history_seconds!r} must be between 60 and 3600 seconds")
+        self._history_seconds = history_seconds
         self._registry_arg = registry
         self._host = host
         self._port = port
@@ -118,7 +128,11 @@ class Dashboard:
         self._registry = registry
         try:
             self._collector = MeshCollector(
-                registry, self._hub, scrape_interval=self._scrape_interval, relist_interval=self._relist_interval
+                registry,
+                self._hub,
+                scrape_interval=self._scrape_interval,
+                relist_interval=self._relist_interval,
+                history_seconds=self._history_seconds,
             )
             await self._collector.start()
             self._runner = web.AppRunner(self._make_app(), shutdown_timeout=1.0, access_log=None)
@@ -231,9 +245,10 @@ async def serve_dashboard(
     port: int = 8080,
     *,
     on_ready: Callable[[str], None] | None = None,
+    history_seconds: float = DEFAULT_SECONDS,
 ) -> None:
     """Run a dashboard until cancelled (Ctrl-C); ``on_ready`` receives its URL once it listens."""
-    dashboard = Dashboard(registry_url, host=host, port=port)
+    dashboard = Dashboard(registry_url, host=host, port=port, history_seconds=history_seconds)
     await dashboard.start()
     try:
         if on_ready is not None:

@@ -107,7 +107,7 @@ class _Demo:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal)
-        self.console.print(f"registry: {self.system.registry_url}   logs: {self.system.logs_dir}")
+        self.console.print(f"registry: {self.system.registry_url}   logs: {self.system.logs_dir}", markup=False)
         dashboard = await self._start_dashboard()
         try:
             with Live(self._render(), console=self.console, refresh_per_second=4, transient=False) as live:
@@ -130,7 +130,7 @@ class _Demo:
         dashboard = Dashboard(self.registry, port=self.options.dashboard_port)
         await dashboard.start()
         self.summary.dashboard_url = dashboard.url
-        self.console.print(f"dashboard: {dashboard.url}")
+        self.console.print(f"dashboard: {dashboard.url}", markup=False)
         return dashboard
 
     def _on_signal(self) -> None:

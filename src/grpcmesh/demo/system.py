@@ -17,19 +17,23 @@ SHOP_ENV = "GRPCMESH_DEMO_SHOP"
 
 
 def default_shop_dir() -> Path:
-    """``examples/shop`` of the source checkout this package runs from (override: ``$GRPCMESH_DEMO_SHOP``)."""
+    """Where the shop example is: ``$GRPCMESH_DEMO_SHOP``, else the source checkout's
+    ``examples/shop`` (``make demo``), else the copy the wheel ships in ``grpcmesh/demo/shop``."""
     configured = os.environ.get(SHOP_ENV)
     if configured:
         return Path(configured)
-    return Path(__file__).resolve().parents[3] / "examples" / "shop"
+    checkout = Path(__file__).resolve().parents[3] / "examples" / "shop"
+    if (checkout / "shop" / "app.py").is_file():
+        return checkout
+    return Path(__file__).resolve().parent / "shop"
 
 
 def check_shop_dir(shop_dir: Path) -> Path:
     """``shop_dir`` if it holds the shop with its generated code, else a clear error."""
     if not (shop_dir / "shop" / "app.py").is_file():
         raise ConfigError(
-            f"the shop example is not at {shop_dir}; run the demo from a source checkout "
-            f"(git clone, then `make demo`) or point ${SHOP_ENV} at examples/shop"
+            f"the shop example is not at {shop_dir}; reinstall grpcmesh (`pip install 'grpcmesh[all]'`), "
+            f"run the demo from a source checkout (`make demo`) or point ${SHOP_ENV} at examples/shop"
         )
     if not (shop_dir / "shop" / "user" / "v1" / "user_pb2.py").is_file():
         raise ConfigError(f"the shop's protobuf code is not generated in {shop_dir}; run `make protos` first")

@@ -53,11 +53,11 @@ def instances_table(rows: Sequence[InstanceRow], killed: Collection[str] = ()) -
             health = Text(f"{inst.health.value}?", style="red")
         errors = row.errors_total
         dead = inst.id in killed
-        table.add_row(
-            inst.name if inst.name != previous else "",
-            inst.id[:8],
-            inst.target,
-            inst.version or "-",
+        table.add_row(  # registry data as Text: never read as markup
+            Text(inst.name if inst.name != previous else ""),
+            Text(inst.id[:8]),
+            Text(inst.target),
+            Text(inst.version or "-"),
             health,
             "-" if dead else _number(row.calls_per_second, "{:.1f}"),
             "-" if dead else _ms(row.p50_ms),
@@ -99,7 +99,7 @@ def render(
     header = Group(traffic_line(traffic), Text(f"chaos   {chaos}", style="magenta"))
     log = Text("\n".join(events[-6:]) or "(no events yet)", style="dim")
     return Group(
-        Panel(header, title=f"{title} — {phase} — {elapsed}", title_align="left"),
+        Panel(header, title=Text(f"{title} — {phase} — {elapsed}"), title_align="left"),
         instances_table(rows, killed),
         Panel(log, title="events", title_align="left"),
     )

@@ -1,9 +1,13 @@
-"""grpc.aio interceptors, client and server side, one concern per module.
+"""The mesh's observability and security concerns, client and server side, one concern per module.
 
-Each piece is one module with a small constructor taking plain arguments:
-``recovery`` (exceptions become INTERNAL), ``metrics`` (Prometheus), ``tracing`` (OpenTelemetry),
-``logging`` (structlog) and ``auth`` (shared service key, signed caller identity, per-caller policy).
+``recovery`` (exceptions become INTERNAL), ``metrics`` (Prometheus), ``tracing`` (OpenTelemetry,
+the ``[otel]`` extra, imported on first use), ``logging`` (structlog access log) and ``auth``
+(shared service key, signed caller identity, per-caller policy). A ``Mesh`` runs them inside
+its own call paths (``server_side.ServerPipeline``, ``client_side.ClientObservation``); the
+``*_interceptor(s)`` functions give each as grpc.aio interceptors for plain servers and channels.
 """
+
+from typing import Any
 
 from grpcmesh.middleware.auth import (
     CALLER_HEADER,
@@ -30,7 +34,21 @@ from grpcmesh.middleware.metrics import (
     metrics_client_interceptors,
     metrics_server_interceptor,
 )
-from grpcmesh.middleware.tracing import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
+
+_TRACING = ("setup_tracing", "tracing_client_interceptors", "tracing_server_interceptor")
+
+
+def __getattr__(name: str) -> Any:
+    """The tracing functions, imported on first use (they need the ``[otel]`` extra)."""
+    if name in _TRACING:
+        from grpcmesh._extras import require
+
+        require("opentelemetry.sdk.trace", "otel", "tracing")
+        from grpcmesh.middleware import tracing
+
+        return getattr(tracing, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CALLER_HEADER",

@@ -1,7 +1,7 @@
-"""Service-to-service authentication and per-caller authorization, as grpc.aio interceptors.
+"""Service-to-service authentication and per-caller authorization: a server guard and a client observer.
 
-* **Shared key** (the seed's ``ServiceAuthInterceptor``): callers send the mesh's shared key
-  in metadata ``x-service-key``; the seed's name ``service-auth-key`` is accepted too. It is
+* **Shared key** (the original Go design's ``ServiceAuthInterceptor``): callers send the mesh's
+  shared key in metadata ``x-service-key``; that design's name ``service-auth-key`` is accepted too. It is
   compared in constant time (``hmac.compare_digest``); missing or wrong → UNAUTHENTICATED.
 * **Caller identity**: a caller names itself in ``x-mesh-caller`` and proves it with
   ``x-mesh-caller-token`` = ``<unix-seconds>.<hex HMAC-SHA256(key, "<caller>\\n<unix-seconds>")>``
@@ -10,7 +10,8 @@
   ``"*"`` as caller applies to every identified caller. Not allowed → PERMISSION_DENIED.
 
 Health checking and reflection are exempt by default so probes and tools work unauthenticated.
-Keys and tokens are never logged.
+Keys and tokens are never logged. ``MeshServer`` runs :class:`ServerAuth` as its pipeline's
+guard; the ``auth_*_interceptor*`` functions give the same checks as grpc.aio interceptors.
 """
 
 from __future__ import annotations
@@ -20,24 +21,15 @@ import fnmatch
 import hashlib
 import hmac
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
 
 import grpc
 import structlog
 
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware._calls import (
-    ClientCall,
-    ClientFinish,
-    ClientInterceptor,
-    Context,
-    HandlerCache,
-    ServerInterceptor,
-    client_interceptors,
-    guard_handler,
-    metadata_value,
-)
+from grpcmesh.middleware.behavior import Context
+from grpcmesh.middleware.client_side import ClientCall, ClientInterceptor, client_interceptors
+from grpcmesh.middleware.server_side import ServerCall, ServerConcern, ServerObservingInterceptor, ServerPipeline
 from grpcmesh.security.tls import peer_identities
 
 SERVICE_KEY_HEADER = "x-service-key"
@@ -96,7 +88,7 @@ class _Refusal(Exception):
         self.details = details
 
 
-class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
+class ServerAuth:
     """Checks the shared key, then (with a policy) the caller's identity and permissions."""
 
     def __init__(
@@ -115,47 +107,44 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
         self._enforce_policy = policy is not None
         self._exempt = tuple(exempt)
         self._max_clock_skew = max_clock_skew
-        self._handlers = HandlerCache()
         self._verified: dict[str, str] = {}
+        self._decisions: dict[tuple[str, str], bool] = {}
 
-    def _is_exempt(self, method: str) -> bool:
+    def __repr__(self) -> str:  # never the key
+        return f"<ServerAuth key={'set' if self._key else 'none'} policy={sorted(self._policy)}>"
+
+    def is_exempt(self, method: str) -> bool:
         return any(fnmatch.fnmatchcase(method, pattern) for pattern in self._exempt)
 
-    async def intercept_service(
-        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        handler = await continuation(handler_call_details)
-        method = handler_call_details.method
-        if handler is None:
-            return handler
-        return self._handlers.get(method, handler, lambda: self._guarded(handler, method))
+    def server_concern(self) -> ServerConcern:
+        """The pipeline's auth guard, applied to every method but the exempt ones (decided once per method)."""
+        return ServerConcern("auth", guard=self.guard, applies=lambda method: not self.is_exempt(method))
 
-    def _guarded(self, handler: Any, method: str) -> Any:
-        """``handler`` behind this method's check, built once per method (exemption included)."""
-        if self._is_exempt(method):
-            return handler
+    async def guard(self, call: ServerCall) -> None:
+        context = call.context
+        try:
+            caller = self._check(call.full_method, call.header, context)
+        except _Refusal as refusal:
+            _log.warning(
+                "rpc refused",
+                method=call.full_method,
+                peer=_peer(context),
+                code=refusal.code.name,
+                reason=refusal.details,
+            )
+            await context.abort(refusal.code, refusal.details)
+            return
+        _current_caller.set(caller)
 
-        async def guard(context: Context) -> None:
-            try:
-                caller = self._check(method, context.invocation_metadata(), context)
-            except _Refusal as refusal:
-                _log.warning(
-                    "rpc refused", method=method, peer=_peer(context), code=refusal.code.name, reason=refusal.details
-                )
-                await context.abort(refusal.code, refusal.details)
-                return
-            _current_caller.set(caller)
-
-        return guard_handler(handler, guard)
-
-    def _check(self, method: str, metadata: Any, context: Context) -> str | None:
+    def _check(self, method: str, header: Callable[[str], str | None], context: Context) -> str | None:
+        """The caller's identity, or ``_Refusal``; ``header(key)`` reads the call's metadata."""
         if self._key is not None:
-            given = metadata_value(metadata, SERVICE_KEY_HEADER) or metadata_value(metadata, SEED_SERVICE_KEY_HEADER)
+            given = header(SERVICE_KEY_HEADER) or header(SEED_SERVICE_KEY_HEADER)
             if given is None:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing service key")
             if not hmac.compare_digest(given.encode(), self._key.encode()):
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid service key")
-        identities = self._identities(metadata, context)
+        identities = self._identities(header, context)
         if not self._enforce_policy:
             return identities[0] if identities else None
         if not identities:
@@ -163,14 +152,24 @@ class AuthServerInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-ar
                 grpc.StatusCode.UNAUTHENTICATED, "caller identity required (signed caller token or client certificate)"
             )
         for identity in identities:
-            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
-            if any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns):
+            if self._allowed(identity, method):
                 return identity
         raise _Refusal(grpc.StatusCode.PERMISSION_DENIED, f"caller {identities[0]!r} may not call {method}")
 
-    def _identities(self, metadata: Any, context: Context) -> tuple[str, ...]:
-        caller = metadata_value(metadata, CALLER_HEADER)
-        token = metadata_value(metadata, CALLER_TOKEN_HEADER)
+    def _allowed(self, identity: str, method: str) -> bool:
+        """The policy's answer for (caller, method), remembered: the patterns are fixed."""
+        key = (identity, method)
+        found = self._decisions.get(key)
+        if found is None:
+            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
+            found = any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns)
+            if len(self._decisions) < _MAX_KNOWN_CALLERS:
+                self._decisions[key] = found
+        return found
+
+    def _identities(self, header: Callable[[str], str | None], context: Context) -> tuple[str, ...]:
+        caller = header(CALLER_HEADER)
+        token = header(CALLER_TOKEN_HEADER)
         if caller is not None or token is not None:
             if caller is None or token is None or self._key is None:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "caller token cannot be verified")
@@ -201,12 +200,25 @@ def _peer(context: Context) -> str:
         return "unknown"
 
 
+class AuthServerInterceptor(ServerObservingInterceptor):
+    """:class:`ServerAuth` as a grpc.aio server interceptor."""
+
+    def __init__(
+        self,
+        service_key: str | None,
+        policy: Mapping[str, Sequence[str]] | None = None,
+        exempt: Sequence[str] = DEFAULT_EXEMPT,
+        max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
+    ) -> None:
+        super().__init__(ServerPipeline([ServerAuth(service_key, policy, exempt, max_clock_skew).server_concern()]))
+
+
 def auth_server_interceptor(
     service_key: str | None,
     policy: Mapping[str, Sequence[str]] | None = None,
     exempt: Sequence[str] = DEFAULT_EXEMPT,
     max_clock_skew: float = DEFAULT_MAX_CLOCK_SKEW,
-) -> ServerInterceptor:
+) -> AuthServerInterceptor:
     """The server side: shared ``service_key`` check and, with ``policy``, per-caller authorization.
 
     ``policy`` maps caller service names (or ``"*"``) to ``fnmatch`` patterns of full method
@@ -215,23 +227,38 @@ def auth_server_interceptor(
     return AuthServerInterceptor(service_key, policy, exempt, max_clock_skew)
 
 
+class ClientAuth:
+    """Adds ``x-service-key`` and, with ``caller``, a signed caller token (re-signed once per second)."""
+
+    def __init__(self, service_key: str | None, caller: str | None = None) -> None:
+        if service_key is not None and not service_key:
+            raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
+        if caller is not None and service_key is None:
+            raise ConfigError("service.name: a signed caller identity needs security.service_auth_key")
+        self._key = service_key
+        self._caller = caller
+        self._token = ("", -1)
+
+    def __repr__(self) -> str:  # never the key
+        return f"<ClientAuth caller={self._caller!r}>"
+
+    def _current_token(self, caller: str, key: str) -> str:
+        now = int(time.time())
+        token, second = self._token
+        if second != now:
+            token = sign_caller(caller, key, now)
+            self._token = (token, now)
+        return token
+
+    def observe_client(self, call: ClientCall) -> None:
+        key = self._key
+        if key is not None:
+            call.metadata.set_all(SERVICE_KEY_HEADER, [key])
+            if self._caller is not None:
+                call.metadata.set_all(CALLER_HEADER, [self._caller])
+                call.metadata.set_all(CALLER_TOKEN_HEADER, [self._current_token(self._caller, key)])
+
+
 def auth_client_interceptors(service_key: str | None, caller: str | None = None) -> list[ClientInterceptor]:
     """Client interceptors adding ``x-service-key`` and, with ``caller``, a fresh signed caller token."""
-    if service_key is not None and not service_key:
-        raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
-    if caller is not None and service_key is None:
-        raise ConfigError("service.name: a signed caller identity needs security.service_auth_key")
-
-    def observe(call: ClientCall) -> ClientFinish:
-        if service_key is not None:
-            call.metadata.set_all(SERVICE_KEY_HEADER, [service_key])
-            if caller is not None:
-                call.metadata.set_all(CALLER_HEADER, [caller])
-                call.metadata.set_all(CALLER_TOKEN_HEADER, [sign_caller(caller, service_key)])
-        return _nothing
-
-    return client_interceptors(observe)
-
-
-def _nothing(_call: ClientCall) -> None:
-    return None
+    return client_interceptors(ClientAuth(service_key, caller).observe_client)

@@ -1,7 +1,11 @@
-"""Structured access logs for gRPC calls (structlog): one line per call, server and client side.
+"""Structured access logs for gRPC calls (structlog): a line per call, server and client side.
 
 Each line carries service, method, RPC type, peer, status code, duration and trace id, and
-never a message body or a metadata value. ``configure_logging`` sets up JSON lines (for log
+never a message body or a metadata value. Which calls get a line is the ``access_log`` mode:
+``all``; ``sampled`` (the default of the ``logging:`` config section: every failed or slow
+call, plus a random ``access_log_sample_rate`` share of the rest); ``errors`` (failed or slow
+calls only); ``off``. The decision is made before the line is built, so a call that is not
+logged costs a comparison. ``configure_logging`` sets up JSON lines (for log
 shippers) or a human console format (for the demo), with a processor that redacts any field
 whose name looks like a secret.
 """
@@ -10,26 +14,27 @@ from __future__ import annotations
 
 import asyncio
 import logging as stdlib_logging
+import random
 import re
 import sys
-from collections.abc import Callable, Iterator, Mapping, MutableMapping
-from contextlib import contextmanager
-from typing import Any, TextIO
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Literal, TextIO
 
 import grpc
 import structlog
 
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware._calls import (
-    ClientCall,
-    ClientFinish,
-    ClientInterceptor,
+from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
+from grpcmesh.middleware.server_side import (
+    SERVER_ERROR_CODES,
     ServerCall,
-    ServerInterceptor,
+    ServerConcern,
+    ServerFinish,
     ServerObservingInterceptor,
-    client_interceptors,
+    ServerPipeline,
 )
-from grpcmesh.middleware.tracing import SERVER_ERROR_CODES, current_trace_id, trace_id_of
+from grpcmesh.middleware.trace_context import current_trace_id, trace_id_of
 
 ACCESS_LOGGER = "grpcmesh.rpc"
 
@@ -67,6 +72,7 @@ SAFE_FIELDS = frozenset(
         "code",
         "duration_ms",
         "trace_id",
+        "request_id",
         "error",
     }
 )
@@ -162,8 +168,23 @@ def _access_logger(logger: Any) -> Callable[[], Any]:
     return _BoundPerConfiguration(ACCESS_LOGGER).get
 
 
+AccessLogMode = Literal["all", "sampled", "errors", "off"]
+ACCESS_LOG_MODES: tuple[AccessLogMode, ...] = ("all", "sampled", "errors", "off")
+DEFAULT_SAMPLE_RATE = 0.01
+DEFAULT_SLOW_CALL = 1.0
+
+
+def _first_value(metadata: Any, key: str) -> str | None:
+    for item_key, value in metadata or ():
+        if item_key == key:
+            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return None
+
+
 def _log(logger: Any, fields: dict[str, Any], code: grpc.StatusCode, error: BaseException | None) -> None:
-    if error is not None and not isinstance(error, grpc.aio.AbortError | grpc.RpcError | asyncio.CancelledError):
+    if error is not None and not isinstance(
+        error, grpc.aio.AbortError | grpc.RpcError | asyncio.CancelledError | GeneratorExit
+    ):
         fields["error"] = type(error).__name__  # the type only: messages may carry request data
     if code is grpc.StatusCode.OK:
         logger.info("rpc", **fields)
@@ -173,62 +194,115 @@ def _log(logger: Any, fields: dict[str, Any], code: grpc.StatusCode, error: Base
         logger.warning("rpc", **fields)
 
 
-def logging_server_interceptor(service_name: str | None = None, logger: Any = None) -> ServerInterceptor:
-    """A server interceptor logging one line per call; ``service_name`` is the mesh name to log.
+class AccessLog:
+    """The access log's server and client observers, with the mode deciding which calls get a line.
 
-    Put it after the tracing interceptor so the line carries the server span's trace id.
+    ``service_name`` is this mesh's service (server lines); client lines name the callee.
     """
-    log = _access_logger(logger)
 
-    @contextmanager
-    def observe(call: ServerCall) -> Iterator[None]:
-        try:
-            yield
-        finally:
-            code = call.code or grpc.StatusCode.UNKNOWN
-            fields = {
-                "side": "server",
-                "service": service_name or call.service,
-                "method": call.full_method,
-                "grpc_type": call.rpc_type.value,
-                "peer": call.peer(),
-                "code": code.name,
-                "duration_ms": round(call.duration * 1000, 3),
-                "trace_id": current_trace_id() or trace_id_of(call.metadata),
-            }
-            _log(log(), fields, code, call.error)
+    def __init__(
+        self,
+        service_name: str | None = None,
+        logger: Any = None,
+        *,
+        mode: AccessLogMode = "all",
+        sample_rate: float = DEFAULT_SAMPLE_RATE,
+        slow_call_threshold: float = DEFAULT_SLOW_CALL,
+    ) -> None:
+        if mode not in ACCESS_LOG_MODES:
+            raise ConfigError(f"logging.access_log: {mode!r} is not one of {', '.join(ACCESS_LOG_MODES)}")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ConfigError(f"logging.access_log_sample_rate: {sample_rate} is outside 0..1")
+        if slow_call_threshold < 0:
+            raise ConfigError(f"logging.slow_call_threshold: {slow_call_threshold} must be >= 0 seconds")
+        self.service_name = service_name
+        self.mode = mode
+        self._log = _access_logger(logger)
+        self._every = mode == "all"
+        self._rate = sample_rate if mode == "sampled" else 0.0
+        self._slow = slow_call_threshold
 
-    return ServerObservingInterceptor(observe)
+    def _wanted(self, code: grpc.StatusCode | None, duration: float) -> bool:
+        """All calls, or: failed, slow, or drawn at the sample rate."""
+        return (
+            self._every
+            or code is not grpc.StatusCode.OK
+            or duration >= self._slow
+            or (self._rate > 0.0 and random.random() < self._rate)
+        )
+
+    def server_concern(self) -> ServerConcern | None:
+        return None if self.mode == "off" else ServerConcern("logging", observe=self.observe_server)
+
+    def observe_server(self, _call: ServerCall) -> ServerFinish:
+        return self._finish_server
+
+    def _finish_server(self, call: ServerCall) -> None:
+        duration = call.duration
+        if not self._wanted(call.code, duration):
+            return
+        code = call.code or grpc.StatusCode.UNKNOWN
+        fields = {
+            "side": "server",
+            "service": self.service_name or call.service,
+            "method": call.full_method,
+            "grpc_type": call.rpc_type.value,
+            "peer": call.peer(),
+            "code": code.name,
+            "duration_ms": round(duration * 1000, 3),
+            "trace_id": call.trace_id or current_trace_id() or trace_id_of(call.metadata),
+            "request_id": current_request_id() or call.header(REQUEST_ID_HEADER),
+        }
+        _log(self._log(), fields, code, call.error)
+
+    def observe_client(self, call: ClientCall) -> ClientFinish | None:
+        # Nothing per call up front: the trace id is looked up only for a line that is written
+        # (tracing, when on, runs first and sets it; else the traceparent sent, if any).
+        return None if self.mode == "off" else self._finish_client
+
+    def _finish_client(self, call: ClientCall) -> None:
+        duration = call.duration
+        if not self._wanted(call.code, duration):
+            return
+        code = call.code or grpc.StatusCode.UNKNOWN
+        fields = {
+            "side": "client",
+            "service": call.callee or self.service_name or call.service,
+            "method": call.full_method,
+            "grpc_type": call.rpc_type.value,
+            "peer": call.target or "unknown",
+            "code": code.name,
+            "duration_ms": round(duration * 1000, 3),
+            "trace_id": call.trace_id or trace_id_of(call.metadata) or current_trace_id(),
+            "request_id": _first_value(call.metadata, REQUEST_ID_HEADER),
+        }
+        _log(self._log(), fields, code, call.error)
+
+
+def logging_server_interceptor(
+    service_name: str | None = None, logger: Any = None, *, access_log: AccessLogMode = "all", **policy: Any
+) -> ServerObservingInterceptor:
+    """A server interceptor logging one line per call (``access_log="all"``; see :class:`AccessLog`).
+
+    ``service_name`` is the mesh name to log. Put it after the tracing interceptor so the line
+    carries the server span's trace id.
+    """
+    concern = AccessLog(service_name, logger, mode=access_log, **policy).server_concern()
+    return ServerObservingInterceptor(ServerPipeline([] if concern is None else [concern]))
 
 
 def logging_client_interceptors(
-    service_name: str | None = None, target: str | None = None, logger: Any = None
+    service_name: str | None = None,
+    target: str | None = None,
+    logger: Any = None,
+    *,
+    access_log: AccessLogMode = "all",
+    **policy: Any,
 ) -> list[ClientInterceptor]:
-    """Client interceptors logging one line per call.
+    """Client interceptors logging one line per call (``access_log="all"``; see :class:`AccessLog`).
 
     ``service_name`` is the callee's mesh name and ``target`` its address, when known (grpc.aio
     does not tell client interceptors the peer). Put them after the tracing interceptors so
     the line carries the trace id that was sent.
     """
-    log = _access_logger(logger)
-
-    def observe(call: ClientCall) -> ClientFinish:
-        trace_id = trace_id_of(tuple(call.metadata)) or current_trace_id()
-
-        def finish(done: ClientCall) -> None:
-            code = done.code or grpc.StatusCode.UNKNOWN
-            fields = {
-                "side": "client",
-                "service": service_name or done.service,
-                "method": done.full_method,
-                "grpc_type": done.rpc_type.value,
-                "peer": done.target or "unknown",
-                "code": code.name,
-                "duration_ms": round(done.duration * 1000, 3),
-                "trace_id": trace_id,
-            }
-            _log(log(), fields, code, done.error)
-
-        return finish
-
-    return client_interceptors(observe, target=target)
+    return client_interceptors(AccessLog(service_name, logger, mode=access_log, **policy).observe_client, target)

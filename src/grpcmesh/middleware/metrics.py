@@ -1,6 +1,6 @@
 """Prometheus metrics for gRPC calls (server and client side) and for the mesh itself.
 
-Exposes the seed's two series (``grpc_service_requests_total``, ``grpc_service_latency_seconds``)
+Exposes the original Go design's two series (``grpc_service_requests_total``, ``grpc_service_latency_seconds``)
 beside the de-facto standard names of go-grpc-prometheus (``grpc_server_handled_total`` and
 friends), so existing Grafana dashboards work unchanged. Every family lives in a
 ``CollectorRegistry`` you pass in; the global default registry is used only if you pass it.
@@ -9,40 +9,53 @@ friends), so existing Grafana dashboards work unchanged. Every family lives in a
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import grpc
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from grpcmesh._rpc import RpcType
 from grpcmesh.client.channel import ChannelStats
-from grpcmesh.middleware._calls import (
-    MAX_CACHED_METHODS,
-    ClientCall,
-    ClientFinish,
-    ClientInterceptor,
-    RpcType,
+from grpcmesh.middleware.behavior import MAX_CACHED_METHODS
+from grpcmesh.middleware.call_series import CounterSeries, CounterValue, HistogramSeries, SeriesCollector
+from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
+from grpcmesh.middleware.metrics_http import MetricsServer
+from grpcmesh.middleware.server_side import (
     ServerCall,
-    ServerInterceptor,
+    ServerConcern,
+    ServerFinish,
     ServerObservingInterceptor,
-    client_interceptors,
+    ServerPipeline,
 )
 
 SEED_LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0)
-"""The seed's ``grpc_service_latency_seconds`` buckets."""
+"""The original Go design's ``grpc_service_latency_seconds`` buckets."""
 
 HANDLING_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 """Prometheus' default buckets, as go-grpc-prometheus uses for ``grpc_*_handling_seconds``."""
 
+__all__ = [
+    "ChannelStatsCollector",
+    "GrpcMetrics",
+    "MetricsServer",
+    "metrics_client_interceptors",
+    "metrics_server_interceptor",
+]
+
 _STANDARD_LABELS = ("grpc_service", "grpc_method", "grpc_type")
+_CLIENT_LABELS = (*_STANDARD_LABELS, "caller", "callee")
+"""Client series also name the calling mesh service and the one called ("" when not known), so
+the observed service graph can be drawn from them."""
 
 
 class GrpcMetrics:
-    """The gRPC metric families of one registry; get it with :meth:`of` so each registers once."""
+    """The gRPC metric families of one registry; get it with :meth:`of` so each registers once.
+
+    The series are plain numbers updated on the event loop (:mod:`.call_series`); the
+    registry turns them into the usual families whenever it is scraped.
+    """
 
     _by_registry: weakref.WeakKeyDictionary[CollectorRegistry, GrpcMetrics] = weakref.WeakKeyDictionary()
 
@@ -57,51 +70,52 @@ class GrpcMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self._server_cache: dict[tuple[str | None, str, RpcType], _ServerChildren] = {}
-        self._client_cache: dict[tuple[str, RpcType], _ClientChildren] = {}
-        self.service_requests = Counter(
+        self._client_cache: dict[tuple[str, RpcType, str, str], _ClientChildren] = {}
+        self.service_requests = CounterSeries(
             "grpc_service_requests_total",
             "Total number of gRPC requests by service, method and status (server side)",
             ["service", "method", "status"],
-            registry=registry,
         )
-        self.service_latency = Histogram(
+        self.service_latency = HistogramSeries(
             "grpc_service_latency_seconds",
             "Service method latency in seconds (server side)",
             ["service", "method"],
-            buckets=SEED_LATENCY_BUCKETS,
-            registry=registry,
+            SEED_LATENCY_BUCKETS,
         )
-        self.server_started = Counter(
-            "grpc_server_started_total", "RPCs started on the server", _STANDARD_LABELS, registry=registry
-        )
-        self.server_handled = Counter(
+        self.server_started = CounterSeries("grpc_server_started_total", "RPCs started on the server", _STANDARD_LABELS)
+        self.server_handled = CounterSeries(
             "grpc_server_handled_total",
             "RPCs completed on the server, regardless of success or failure",
             [*_STANDARD_LABELS, "grpc_code"],
-            registry=registry,
         )
-        self.server_handling = Histogram(
-            "grpc_server_handling_seconds",
-            "Time the server took to handle an RPC",
-            _STANDARD_LABELS,
-            buckets=HANDLING_BUCKETS,
-            registry=registry,
+        self.server_handling = HistogramSeries(
+            "grpc_server_handling_seconds", "Time the server took to handle an RPC", _STANDARD_LABELS, HANDLING_BUCKETS
         )
-        self.client_started = Counter(
-            "grpc_client_started_total", "RPCs started by the client", _STANDARD_LABELS, registry=registry
-        )
-        self.client_handled = Counter(
+        self.client_started = CounterSeries("grpc_client_started_total", "RPCs started by the client", _CLIENT_LABELS)
+        self.client_handled = CounterSeries(
             "grpc_client_handled_total",
             "RPCs completed by the client, regardless of success or failure",
-            [*_STANDARD_LABELS, "grpc_code"],
-            registry=registry,
+            [*_CLIENT_LABELS, "grpc_code"],
         )
-        self.client_handling = Histogram(
+        self.client_handling = HistogramSeries(
             "grpc_client_handling_seconds",
             "Time from the client starting an RPC until it got the final status",
-            _STANDARD_LABELS,
-            buckets=HANDLING_BUCKETS,
-            registry=registry,
+            _CLIENT_LABELS,
+            HANDLING_BUCKETS,
+        )
+        registry.register(
+            SeriesCollector(
+                [
+                    self.service_requests,
+                    self.service_latency,
+                    self.server_started,
+                    self.server_handled,
+                    self.server_handling,
+                    self.client_started,
+                    self.client_handled,
+                    self.client_handling,
+                ]
+            )
         )
 
     def _server_children(self, service_name: str | None, call: ServerCall) -> _ServerChildren:
@@ -113,22 +127,26 @@ class GrpcMetrics:
                 self._server_cache[key] = found
         return found
 
-    @contextmanager
-    def _observe_server(self, service_name: str | None, call: ServerCall) -> Iterator[None]:
+    def observe_server(self, service_name: str | None, call: ServerCall) -> ServerFinish:
         children = self._server_children(service_name, call)
         children.started.inc()
-        try:
-            yield
-        finally:
-            duration = call.duration
-            handled, requests = children.by_code(call.code or grpc.StatusCode.UNKNOWN)
+
+        def finish(done: ServerCall) -> None:
+            duration = done.duration
+            handled, requests = children.by_code(done.code or grpc.StatusCode.UNKNOWN)
             handled.inc()
             children.handling.observe(duration)
             requests.inc()
             children.latency.observe(duration)
 
+        return finish
+
+    def server_concern(self, service_name: str | None = None) -> ServerConcern:
+        """The server pipeline's metrics concern; ``service_name`` fills the ``service`` label."""
+        return ServerConcern("metrics", observe=lambda call: self.observe_server(service_name, call))
+
     def _client_children(self, call: ClientCall) -> _ClientChildren:
-        key = (call.full_method, call.rpc_type)
+        key = (call.full_method, call.rpc_type, call.caller, call.callee)
         found = self._client_cache.get(key)
         if found is None:
             found = _ClientChildren(self, call)
@@ -136,7 +154,7 @@ class GrpcMetrics:
                 self._client_cache[key] = found
         return found
 
-    def _observe_client(self, call: ClientCall) -> ClientFinish:
+    def observe_client(self, call: ClientCall) -> ClientFinish:
         children = self._client_children(call)
         children.started.inc()
 
@@ -148,11 +166,7 @@ class GrpcMetrics:
 
 
 class _ServerChildren:
-    """The labelled series of one (mesh service, method, RPC type), looked up once, not per call.
-
-    ``prometheus_client``'s ``.labels(...)`` takes a lock and hashes the label tuple on every
-    call; its children are stable objects, so holding on to them records exactly the same series.
-    """
+    """The series of one (mesh service, method, RPC type), looked up once per method, not per call."""
 
     __slots__ = ("_by_code", "_labels", "_metrics", "_seed", "handling", "latency", "started")
 
@@ -160,18 +174,18 @@ class _ServerChildren:
         self._metrics = metrics
         self._labels = (call.service, call.method, call.rpc_type.value)
         self._seed = (seed_service, call.full_method)
-        self.started = metrics.server_started.labels(*self._labels)
-        self.handling = metrics.server_handling.labels(*self._labels)
-        self.latency = metrics.service_latency.labels(*self._seed)
-        self._by_code: dict[grpc.StatusCode, tuple[Any, Any]] = {}
+        self.started = metrics.server_started.child(*self._labels)
+        self.handling = metrics.server_handling.child(*self._labels)
+        self.latency = metrics.service_latency.child(*self._seed)
+        self._by_code: dict[grpc.StatusCode, tuple[CounterValue, CounterValue]] = {}
 
-    def by_code(self, code: grpc.StatusCode) -> tuple[Any, Any]:
-        """(``grpc_server_handled_total``, ``grpc_service_requests_total``) children for ``code``."""
+    def by_code(self, code: grpc.StatusCode) -> tuple[CounterValue, CounterValue]:
+        """(``grpc_server_handled_total``, ``grpc_service_requests_total``) series for ``code``."""
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = (
-                self._metrics.server_handled.labels(*self._labels, code.name),
-                self._metrics.service_requests.labels(*self._seed, code.name),
+                self._metrics.server_handled.child(*self._labels, code.name),
+                self._metrics.service_requests.child(*self._seed, code.name),
             )
         return found
 
@@ -183,32 +197,36 @@ class _ClientChildren:
 
     def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
         self._metrics = metrics
-        self._labels = (call.service, call.method, call.rpc_type.value)
-        self.started = metrics.client_started.labels(*self._labels)
-        self.handling = metrics.client_handling.labels(*self._labels)
-        self._by_code: dict[grpc.StatusCode, Any] = {}
+        self._labels = (call.service, call.method, call.rpc_type.value, call.caller, call.callee)
+        self.started = metrics.client_started.child(*self._labels)
+        self.handling = metrics.client_handling.child(*self._labels)
+        self._by_code: dict[grpc.StatusCode, CounterValue] = {}
 
-    def handled(self, code: grpc.StatusCode) -> Any:
+    def handled(self, code: grpc.StatusCode) -> CounterValue:
         found = self._by_code.get(code)
         if found is None:
-            found = self._by_code[code] = self._metrics.client_handled.labels(*self._labels, code.name)
+            found = self._by_code[code] = self._metrics.client_handled.child(*self._labels, code.name)
         return found
 
 
-def metrics_server_interceptor(registry: CollectorRegistry, service_name: str | None = None) -> ServerInterceptor:
+def metrics_server_interceptor(
+    registry: CollectorRegistry, service_name: str | None = None
+) -> ServerObservingInterceptor:
     """A server interceptor recording every call in ``registry``.
 
-    ``service_name`` (the mesh name, e.g. ``user-service``) fills the seed's ``service`` label;
-    without it the gRPC service name is used. Methods the server does not implement are not
-    recorded, so unknown method names cannot blow up label cardinality.
+    ``service_name`` (the mesh name, e.g. ``user-service``) fills the original Go design's
+    ``service`` label; without it the gRPC service name is used. Methods the server does not
+    implement are not recorded, so unknown method names cannot blow up label cardinality.
     """
-    metrics = GrpcMetrics.of(registry)
-    return ServerObservingInterceptor(lambda call: metrics._observe_server(service_name, call))
+    return ServerObservingInterceptor(ServerPipeline([GrpcMetrics.of(registry).server_concern(service_name)]))
 
 
 def metrics_client_interceptors(registry: CollectorRegistry) -> list[ClientInterceptor]:
-    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``."""
-    return client_interceptors(GrpcMetrics.of(registry)._observe_client)
+    """Client interceptors (one per RPC kind) recording ``grpc_client_*`` in ``registry``.
+
+    On a plain channel the ``caller`` and ``callee`` labels are empty; a mesh channel fills them.
+    """
+    return client_interceptors(GrpcMetrics.of(registry).observe_client)
 
 
 class ChannelStatsCollector(Collector):
@@ -221,7 +239,15 @@ class ChannelStatsCollector(Collector):
         totals: dict[str, list[int]] = {}
         for stat in self._stats():
             row = totals.setdefault(stat.service, [0] * len(_CHANNEL_FAMILIES))
-            values = (stat.endpoints, stat.ejected, stat.ejections_total, stat.retries_total, stat.watch_errors)
+            values = (
+                stat.endpoints,
+                stat.ejected,
+                stat.ejections_total,
+                stat.retries_total,
+                stat.watch_errors,
+                stat.throttled,
+                stat.retries_denied,
+            )
             for i, value in enumerate(values):
                 row[i] += value
         families: list[Metric] = []
@@ -239,48 +265,6 @@ _CHANNEL_FAMILIES: tuple[tuple[type[GaugeMetricFamily] | type[CounterMetricFamil
     (CounterMetricFamily, "grpcmesh_ejections", "Outlier ejections per service"),
     (CounterMetricFamily, "grpcmesh_client_retries", "Calls retried on another endpoint"),
     (CounterMetricFamily, "grpcmesh_registry_watch_errors", "Errors while watching the registry"),
+    (CounterMetricFamily, "grpcmesh_client_throttled", "Calls rejected locally by adaptive throttling"),
+    (CounterMetricFamily, "grpcmesh_client_retries_denied", "Retries refused by the retry budget"),
 )
-
-
-class MetricsServer:
-    """An asyncio HTTP server exposing one registry at ``/metrics`` (bound to 127.0.0.1 by default)."""
-
-    def __init__(self, registry: CollectorRegistry, port: int = 0, host: str = "127.0.0.1") -> None:
-        self._registry = registry
-        self._host = host
-        self._requested_port = port
-        self._runner: web.AppRunner | None = None
-        self.port: int | None = None
-        """The bound port once started (useful with ``port=0``)."""
-
-    async def _metrics(self, _request: web.Request) -> web.Response:
-        body = generate_latest(self._registry)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def start(self) -> None:
-        if self._runner is not None:
-            return
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, self._host, self._requested_port)
-        try:
-            await site.start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        self.port = int(runner.addresses[0][1])
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            runner, self._runner = self._runner, None
-            await runner.cleanup()
-
-    async def __aenter__(self) -> MetricsServer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *_exc: object) -> None:
-        await self.stop()

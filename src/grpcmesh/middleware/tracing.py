@@ -1,18 +1,25 @@
-"""OpenTelemetry tracing for gRPC calls: a span per call on each side, W3C ``traceparent`` in metadata.
+"""OpenTelemetry tracing for gRPC calls: a span per sampled call on each side, W3C ``traceparent`` in metadata.
 
-We write these interceptors ourselves rather than use ``opentelemetry-instrumentation-grpc``:
-its grpc.aio server interceptor fails every streaming handler written in the
-``context.write`` style (upstream issue open-telemetry/opentelemetry-python-contrib#3066),
-turning working RPCs into UNKNOWN errors. The shared call core in ``_calls`` already handles
-both streaming styles and the final status code, so tracing is only span bookkeeping here.
-Span names and attributes follow the OpenTelemetry RPC semantic conventions.
+The sampling decision comes first. A call whose trace is not sampled (the caller said so in
+its ``traceparent``, or a new trace lost the ``sample_rate`` draw) creates no span at all: its
+``traceparent`` is carried on unchanged in a context variable, so the calls the handler makes
+continue the same trace with the same "not sampled" decision, and the access log still gets
+the trace id. Only sampled calls pay for OpenTelemetry's span objects, ids and processors.
+
+We write this ourselves rather than use ``opentelemetry-instrumentation-grpc``: its grpc.aio
+server interceptor fails every streaming handler written in the ``context.write`` style
+(upstream issue open-telemetry/opentelemetry-python-contrib#3066), and it creates a span
+object for every call whether sampled or not. Span names and attributes follow the
+OpenTelemetry RPC semantic conventions.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import contextvars
+import random
+from collections.abc import Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 import grpc
@@ -21,45 +28,43 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-from grpcmesh.errors import ConfigError
-from grpcmesh.middleware._calls import (
-    ClientCall,
-    ClientFinish,
-    ClientInterceptor,
-    ServerCall,
-    ServerInterceptor,
-    ServerObservingInterceptor,
-    client_interceptors,
-    iter_metadata,
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
 )
+from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-_PROPAGATOR = TraceContextTextMapPropagator()
-"""W3C trace context, used explicitly so no global propagator configuration is needed."""
+from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
+from grpcmesh.errors import ConfigError
+from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
+from grpcmesh.middleware.server_side import (
+    SERVER_ERROR_CODES,
+    ServerCall,
+    ServerConcern,
+    ServerFinish,
+    ServerObservingInterceptor,
+    ServerPipeline,
+)
+from grpcmesh.middleware.trace_context import (
+    TRACEPARENT,
+    carried,
+    current_trace_id,
+    parse_traceparent,
+    trace_id_of,
+    unsampled_traceparent,
+)
 
 _INSTRUMENTATION = "grpcmesh.middleware.tracing"
-
-SERVER_ERROR_CODES = frozenset(
-    {
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.UNIMPLEMENTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DATA_LOSS,
-    }
-)
-"""Codes that mark a *server* span as an error (semantic conventions); a client span errs on any non-OK."""
 
 JAEGER_COLLECTOR_PORT = 14268
 OTLP_GRPC_PORT = 4317
 
 
 def otlp_endpoint(endpoint: str) -> str:
-    """Map the seed's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
+    """Map the original Go design's Jaeger collector URL (``http://jaeger:14268/api/traces``) to OTLP/gRPC.
 
     Jaeger has accepted OTLP on port 4317 since 1.35, so only the port changes; any other
     URL (``http://collector:4317``, ``collector:4317``) is taken as an OTLP endpoint already.
@@ -85,7 +90,7 @@ def setup_tracing(
 ) -> TracerProvider:
     """A ``TracerProvider`` for one service; not installed globally (pass it to the interceptors).
 
-    ``endpoint`` (OTLP/gRPC, or the seed's Jaeger collector URL) adds an OTLP exporter;
+    ``endpoint`` (OTLP/gRPC, or a Jaeger collector URL) adds an OTLP exporter;
     ``exporter`` adds any other (e.g. ``InMemorySpanExporter`` in tests). ``sample_rate`` starts
     new traces with that probability and follows the caller's decision otherwise
     (``ParentBased(TraceIdRatioBased)``), so a trace is never cut in half between services.
@@ -97,7 +102,7 @@ def setup_tracing(
         raise ConfigError(f"tracing.sample_rate: {sample_rate} is outside 0..1; use e.g. 0.1 for 10%")
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        sampler=ParentBased(TraceIdRatioBased(sample_rate)),
+        sampler=MeshSampler(sample_rate),
     )
     if endpoint is not None:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -111,60 +116,174 @@ def setup_tracing(
     return provider
 
 
+class MeshSampler(Sampler):
+    """``ParentBased(TraceIdRatioBased(rate))`` whose root decision the mesh can make *before* a span exists.
+
+    The mesh draws a new trace's decision itself (:meth:`decide_root`); only when it says
+    "sample" does it start a span, and then this sampler confirms it. Spans started by anyone
+    else get the plain parent-based ratio decision.
+    """
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._delegate = ParentBased(TraceIdRatioBased(rate))
+
+    def decide_root(self) -> bool:
+        return random.random() < self.rate
+
+    def should_sample(
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Any = None,
+        links: Sequence[trace.Link] | None = None,
+        trace_state: trace.TraceState | None = None,
+    ) -> SamplingResult:
+        if _root_decided.get():
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, trace_state)
+        return self._delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"MeshSampler{{ParentBased{{TraceIdRatioBased{{{self.rate}}}}}}}"
+
+
+_root_decided: contextvars.ContextVar[bool] = contextvars.ContextVar("grpcmesh_root_sampled", default=False)
+"""True only while the mesh starts a span for a new trace it has decided to sample."""
+
+
+REQUEST_ID_ATTRIBUTE = "grpcmesh.request_id"
+"""Span attribute holding the call's ``x-request-id`` (see :mod:`grpcmesh.context`)."""
+
+
+def _client_attributes(call: ClientCall) -> dict[str, str]:
+    attributes = _attributes(call.service, call.method)
+    for key, value in call.metadata or ():
+        if key == REQUEST_ID_HEADER:
+            attributes[REQUEST_ID_ATTRIBUTE] = value if isinstance(value, str) else value.decode("utf-8", "replace")
+            break
+    return attributes
+
+
 def _attributes(service: str, method: str) -> dict[str, str]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
-def _carrier(metadata: Sequence[tuple[str, str | bytes]] | None) -> dict[str, str]:
-    return {key: value for key, value in iter_metadata(metadata) if isinstance(value, str)}
+TRACESTATE = "tracestate"
 
 
-def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> ServerInterceptor:
-    """A server interceptor making a SERVER span per call, child of the caller's ``traceparent``.
+def _remote_parent(parsed: tuple[str, str, bool], tracestate: str | None) -> otel_context.Context:
+    """The caller's span as a remote parent, from an already parsed ``traceparent``."""
+    state = TraceState.from_header([tracestate]) if tracestate else None
+    parent = SpanContext(
+        int(parsed[0], 16),
+        int(parsed[1], 16),
+        is_remote=True,
+        trace_flags=TraceFlags(TraceFlags.SAMPLED if parsed[2] else TraceFlags.DEFAULT),
+        trace_state=state,
+    )
+    return trace.set_span_in_context(NonRecordingSpan(parent))
 
-    The span is current while the handler runs, so calls the handler makes are its children.
-    """
-    tracer = tracer_provider.get_tracer(_INSTRUMENTATION)
 
-    @contextmanager
-    def observe(call: ServerCall) -> Iterator[None]:
-        # start_span + an explicit attach is what start_as_current_span does, without its two
-        # generator-based context managers; the span is current (sampled or not) so the
-        # handler's own calls carry the caller's sampling decision on.
-        parent = _PROPAGATOR.extract(_carrier(call.metadata))
-        attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
-        span = tracer.start_span(
-            f"{call.service}/{call.method}", context=parent, kind=SpanKind.SERVER, attributes=attributes
-        )
-        token = otel_context.attach(trace.set_span_in_context(span))
+class Tracing:
+    """Tracing's server observer and client observer for one ``TracerProvider``."""
+
+    def __init__(self, tracer_provider: trace.TracerProvider) -> None:
+        self._tracer = tracer_provider.get_tracer(_INSTRUMENTATION)
+        sampler = getattr(tracer_provider, "sampler", None)
+        self._sampler = sampler if isinstance(sampler, MeshSampler) else None
+
+    def _decide_root(self) -> bool | None:
+        """A new trace's decision, or ``None`` when the provider's own sampler must decide (with a span)."""
+        return None if self._sampler is None else self._sampler.decide_root()
+
+    def _start(self, name: str, kind: SpanKind, parent: otel_context.Context | None, forced: bool, **kw: Any) -> Any:
+        if not forced:
+            return self._tracer.start_span(name, context=parent, kind=kind, **kw)
+        token = _root_decided.set(True)
         try:
-            yield
+            return self._tracer.start_span(name, context=parent, kind=kind, **kw)
         finally:
+            _root_decided.reset(token)
+
+    def server_concern(self) -> ServerConcern:
+        return ServerConcern("tracing", observe=self.observe_server)
+
+    def observe_server(self, call: ServerCall) -> ServerFinish | None:
+        header = call.header(TRACEPARENT)
+        parsed = parse_traceparent(header)
+        decision = parsed[2] if parsed is not None else self._decide_root()
+        if decision is False:  # not sampled: no span; carry the context on for the handler's calls
+            forwarded = header if parsed is not None and header is not None else unsampled_traceparent()
+            call.trace_id = forwarded[3:35]
+            carried_token = carried.set(forwarded)
+            return lambda _call: carried.reset(carried_token)
+        # start_span + an explicit attach is what start_as_current_span does, without its two
+        # generator-based context managers.
+        parent = _remote_parent(parsed, call.header(TRACESTATE)) if parsed is not None else otel_context.Context()
+        attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
+        request_id = current_request_id() or call.header(REQUEST_ID_HEADER)
+        if request_id is not None:
+            attributes[REQUEST_ID_ATTRIBUTE] = request_id
+        span = self._start(
+            f"{call.service}/{call.method}",
+            SpanKind.SERVER,
+            parent,
+            parsed is None and decision is True,
+            attributes=attributes,
+        )
+        context = span.get_span_context()
+        call.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        token = otel_context.attach(trace.set_span_in_context(span))
+
+        def finish(done: ServerCall) -> None:
             otel_context.detach(token)
             if span.is_recording():  # an unsampled span records nothing: skip building it
-                code = call.code or grpc.StatusCode.UNKNOWN
+                code = done.code or grpc.StatusCode.UNKNOWN
                 span.set_attribute("rpc.grpc.status_code", code.value[0])
                 if code in SERVER_ERROR_CODES:
                     span.set_status(Status(StatusCode.ERROR, code.name))
-                if call.error is not None and not isinstance(call.error, grpc.aio.AbortError | asyncio.CancelledError):
-                    span.record_exception(call.error)
+                if done.error is not None and not isinstance(
+                    done.error, grpc.aio.AbortError | asyncio.CancelledError | GeneratorExit
+                ):
+                    span.record_exception(done.error)
             span.end()
 
-    return ServerObservingInterceptor(observe)
+        return finish
 
-
-def tracing_client_interceptors(tracer_provider: trace.TracerProvider) -> list[ClientInterceptor]:
-    """Client interceptors making a CLIENT span per call and sending its ``traceparent`` in metadata."""
-    tracer = tracer_provider.get_tracer(_INSTRUMENTATION)
-
-    def observe(call: ClientCall) -> ClientFinish:
-        span = tracer.start_span(
-            f"{call.service}/{call.method}", kind=SpanKind.CLIENT, attributes=_attributes(call.service, call.method)
+    def observe_client(self, call: ClientCall) -> ClientFinish | None:
+        current = trace.get_current_span().get_span_context()
+        forced = False
+        if current.is_valid:
+            decision: bool | None = current.trace_flags.sampled
+            header = None if decision else f"00-{current.trace_id:032x}-{current.span_id:016x}-00"
+        else:
+            header = carried.get()
+            if header is not None:
+                decision = False
+            else:
+                decision = self._decide_root()
+                forced = decision is True
+                header = unsampled_traceparent() if decision is False else None
+        if header is not None:  # not sampled: pass the trace on, make no span
+            call.metadata.set_all(TRACEPARENT, [header])
+            call.trace_id = header[3:35]
+            return None
+        span = self._start(
+            f"{call.service}/{call.method}",
+            SpanKind.CLIENT,
+            None,
+            forced,
+            attributes=_client_attributes(call),
         )
-        carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(span))
-        for key, value in carrier.items():
-            call.metadata.set_all(key, [value])
+        context = span.get_span_context()
+        if context.is_valid:  # what the W3C propagator writes, without its carrier round trip
+            trace_id = format(context.trace_id, "032x")
+            call.metadata.set_all(TRACEPARENT, [f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"])
+            if context.trace_state:
+                call.metadata.set_all(TRACESTATE, [context.trace_state.to_header()])
+            call.trace_id = trace_id
 
         def finish(done: ClientCall) -> None:
             if span.is_recording():  # an unsampled span records nothing: skip building it
@@ -176,16 +295,30 @@ def tracing_client_interceptors(tracer_provider: trace.TracerProvider) -> list[C
 
         return finish
 
-    return client_interceptors(observe)
+
+def tracing_server_interceptor(tracer_provider: trace.TracerProvider) -> ServerObservingInterceptor:
+    """A server interceptor making a SERVER span per sampled call, child of the caller's ``traceparent``.
+
+    The span (or, unsampled, the caller's trace context) is current while the handler runs,
+    so calls the handler makes continue the trace. ``MeshServer`` runs the same code without
+    an interceptor (see :class:`grpcmesh.middleware.server_side.ServerPipeline`).
+    """
+    return ServerObservingInterceptor(ServerPipeline([Tracing(tracer_provider).server_concern()]))
 
 
-def trace_id_of(metadata: Sequence[tuple[str, str | bytes]] | None) -> str | None:
-    """The trace id in a ``traceparent`` metadata entry, as 32 hex digits (for logs)."""
-    context = trace.get_current_span(_PROPAGATOR.extract(_carrier(metadata))).get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+def tracing_client_interceptors(tracer_provider: trace.TracerProvider) -> list[ClientInterceptor]:
+    """Client interceptors making a CLIENT span per sampled call and sending ``traceparent`` in metadata."""
+    return client_interceptors(Tracing(tracer_provider).observe_client)
 
 
-def current_trace_id() -> str | None:
-    """The trace id of the current span, as 32 hex digits, or ``None`` outside a trace."""
-    context = trace.get_current_span().get_span_context()
-    return format(context.trace_id, "032x") if context.is_valid else None
+__all__ = [
+    "SERVER_ERROR_CODES",
+    "MeshSampler",
+    "Tracing",
+    "current_trace_id",
+    "otlp_endpoint",
+    "setup_tracing",
+    "trace_id_of",
+    "tracing_client_interceptors",
+    "tracing_server_interceptor",
+]

@@ -7,10 +7,11 @@ Backends are imported lazily by URL scheme, so nothing that merely uses a regist
 from __future__ import annotations
 
 import importlib
+import re
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from grpcmesh.errors import UnknownSchemeError
+from grpcmesh.errors import ConfigError, UnknownSchemeError
 from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Registry, Snapshot, SnapshotFeed
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Snapshot",
     "SnapshotFeed",
     "open_registry",
+    "redact_url",
 ]
 
 BACKENDS: dict[str, str] = {
@@ -31,6 +33,21 @@ BACKENDS: dict[str, str] = {
 }
 """URL scheme -> ``module:factory``; a factory takes ``(SplitResult, options)``."""
 
+BACKEND_EXTRAS: dict[str, tuple[str, str, str]] = {
+    "etcd": ("aetcd", "etcd", "the etcd registry (etcd://)"),
+    "consul": ("aiohttp", "consul", "the Consul registry (consul://)"),
+}
+"""URL scheme -> (package it needs, extra that installs it, feature) for backends outside the core."""
+
+
+_USERINFO_RE = re.compile(r"(?<=://)([^/@?#]*)@")
+_SECRET_PARAM_RE = re.compile(r"(?i)([?&;](?:password|passwd|pass|token|secret|[a-z_]*_key|auth)=)[^&;#]*")
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to show: user info and secret-looking query values replaced by ``***``."""
+    return _SECRET_PARAM_RE.sub(r"\1***", _USERINFO_RE.sub("***@", url))
+
 
 def open_registry(url: str, **options: Any) -> Registry:
     """Open the registry a URL names.
@@ -40,16 +57,24 @@ def open_registry(url: str, **options: Any) -> Registry:
     ``consul://host:port``. Query parameters and ``options`` are passed to the backend.
     """
     if not isinstance(url, str) or ("://" not in url and not url.startswith("sqlite:")):
+        shown = redact_url(url) if isinstance(url, str) else f"of type {type(url).__name__}"
         raise UnknownSchemeError(
-            f"registry URL {url!r} has no scheme; use one of {', '.join(f'{s}://' for s in BACKENDS)}"
+            f"registry URL {shown!r} has no scheme; use one of {', '.join(f'{s}://' for s in BACKENDS)}"
         )
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. "etcd://[::1": an unclosed IPv6 bracket
+        raise ConfigError(f"registry URL {redact_url(url)!r} is malformed: {exc}") from None
     target = BACKENDS.get(parts.scheme)
     if target is None:
         raise UnknownSchemeError(
-            f"unknown registry scheme {parts.scheme!r} in {url!r}; known schemes: "
+            f"unknown registry scheme {parts.scheme!r} in {redact_url(url)!r}; known schemes: "
             + ", ".join(f"{s}://" for s in BACKENDS)
         )
+    if parts.scheme in BACKEND_EXTRAS:
+        from grpcmesh._extras import require
+
+        require(*BACKEND_EXTRAS[parts.scheme])
     module_name, _, factory_name = target.partition(":")
     factory = getattr(importlib.import_module(module_name), factory_name)
     merged: dict[str, Any] = dict(parse_qsl(parts.query))

@@ -11,7 +11,8 @@ its store:
   producer needs to continue from there (a revision, an index, the decoded records);
 * ``follow(topic)``: run until cancelled, publishing into ``topic.feed``; call
   ``topic.healthy()`` once the store confirmed the stream. Returning means "the stream ended
-  cleanly, read afresh"; raising means "failed".
+  cleanly, read afresh" (at once if it had been confirmed, else after a backoff pause, so a
+  producer that keeps ending at once cannot spin); raising means "failed".
 
 The hub keeps producers alive: *any* exception is logged once per failing streak with the
 backend and the name, the last snapshot stays with the watchers, and after a backoff
@@ -23,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Generic, TypeVar
 
 from grpcmesh._backoff import Backoff
@@ -51,6 +52,7 @@ class Topic(Generic[S]):
         self._has_state = False
         self._settled = asyncio.Event()
         self._failed = False
+        self._confirmed = False
         self._hub = hub
 
     @property
@@ -69,6 +71,7 @@ class Topic(Generic[S]):
 
     def healthy(self) -> None:
         """The producer's stream works: reset its backoff, and say so if it had been failing."""
+        self._confirmed = True
         if self.backoff.attempts:
             log.info(
                 "%s watch of %s works again after %d failed attempt(s)",
@@ -132,7 +135,7 @@ class WatchHub(Generic[S]):
         if topic is not None and topic._settled.is_set() and not topic._failed:
             await topic.feed.publish(snapshot)
 
-    async def watch(self, name: str) -> AsyncIterator[Snapshot]:
+    async def watch(self, name: str) -> AsyncGenerator[Snapshot, None]:
         """Full snapshots of ``name``: the current state first, then one per change."""
         if self._guard is not None:
             self._guard(name)
@@ -192,8 +195,12 @@ class WatchHub(Generic[S]):
                     snapshot, topic.state = await self._load(topic.name)
                     await topic.feed.publish(snapshot)
                 fresh = False
+                topic._confirmed = False
                 await self._follow(topic)
-                continue  # ended cleanly: read afresh at once
+                if topic._confirmed:
+                    continue  # a confirmed stream ended cleanly: read afresh at once
+                # Ended cleanly before the store confirmed it (compacted, reset, moved member):
+                # read afresh too, but after a (growing) pause, so it can never spin.
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # any failure: keep the last snapshot, log once per streak, retry

@@ -13,9 +13,9 @@ import asyncio
 import functools
 import logging
 import math
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, runtime_checkable
 
 from grpcmesh.errors import InvalidInstanceError, RegistryClosedError
 from grpcmesh.model import ServiceInstance, check_service_name
@@ -43,7 +43,11 @@ class Registry(Protocol):
         """Add or replace (same name and id) ``instance``; it lives while this registry heartbeats it."""
 
     async def deregister(self, instance: ServiceInstance) -> None:
-        """Remove ``instance`` (by name and id); removing an absent instance is not an error."""
+        """Remove ``instance`` (by name and id) if this registry still owns it (registered it last).
+
+        Removing an absent instance, or one another live registry has registered since, is not
+        an error: it is left alone, so an old process never removes its successor's record.
+        """
 
     async def get_service(self, name: str) -> list[ServiceInstance]:
         """The live instances of ``name``, sorted by id."""
@@ -133,7 +137,7 @@ class BaseRegistry(abc.ABC):
     _closed: bool = False
     _hub: WatchHub[Any]
 
-    async def __aenter__(self) -> BaseRegistry:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -166,7 +170,7 @@ class BaseRegistry(abc.ABC):
         self._ensure_open()
         self._check_name(name)
 
-    def watch(self, name: str) -> AsyncIterator[list[ServiceInstance]]:
+    def watch(self, name: str) -> AsyncGenerator[list[ServiceInstance], None]:
         """Full snapshots of ``name``: the current state first, then one per change."""
         return self._hub.watch(name)
 

@@ -24,26 +24,32 @@ import logging
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import SplitResult
 
 import grpc
 import grpc.aio
-from aetcd import rpc
 
 from grpcmesh._tasks import cancel_and_wait
-from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryError, RegistryUnavailableError
+from grpcmesh.errors import InvalidRecordError, RegistryError, RegistryUnavailableError
 from grpcmesh.model import ServiceInstance, decode_instance, encode_instance, is_service_name
 from grpcmesh.registry._hub import Topic, WatchHub
 from grpcmesh.registry._warn import WarnOnce
 from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
-from grpcmesh.registry.etcd_client import EOF, Endpoint, EtcdClient, LeaseNotFoundError, Session, TlsFiles
+from grpcmesh.registry.etcd_client import (
+    EOF,
+    Endpoint,
+    EtcdClient,
+    LeaseNotFoundError,
+    Session,
+    TlsFiles,
+    prefix_range_end,
+    rpc,
+)
+from grpcmesh.registry.etcd_url import DEFAULT_PREFIX, DEFAULT_TIMEOUT, check_prefix, parse_url
 
 log = logging.getLogger("grpcmesh.registry.etcd")
 
-DEFAULT_PREFIX = "/services"
-DEFAULT_TIMEOUT = 5.0
 _REPUT_CONCURRENCY = 64
 
 
@@ -84,12 +90,13 @@ class EtcdRegistry(BaseRegistry):
         timeout: float = DEFAULT_TIMEOUT,
     ) -> None:
         parsed = [e if isinstance(e, Endpoint) else Endpoint.parse(e) for e in endpoints]
-        self.prefix = _check_prefix(prefix)
+        self.prefix = check_prefix(prefix)
         self._client = EtcdClient(parsed, tls=tls, username=username, password=password, timeout=timeout)
         self._owned: dict[tuple[str, str], tuple[ServiceInstance, int]] = {}
         self._leases: dict[int, _Lease] = {}
         self._hub: WatchHub[_Watched] = WatchHub("etcd", self._load, self._follow, guard=self._check_watch)
         self._warned = WarnOnce()
+        self._contested: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"EtcdRegistry(endpoints={self._client.describe()!r}, prefix={self.prefix!r})"
@@ -126,6 +133,7 @@ class EtcdRegistry(BaseRegistry):
                 else:
                     self._owned[instance.key] = previous
             raise
+        self._contested.discard(instance.key)  # registering again takes the id back
         if lease.task is None:
             lease.task = asyncio.get_running_loop().create_task(self._keep_alive(lease))
 
@@ -215,6 +223,8 @@ class EtcdRegistry(BaseRegistry):
                     )
                     if remaining <= 0:
                         await self._recover(lease, lease_id)
+                    else:
+                        await self._look_after(lease)
                 if failing:
                     log.info("etcd keep-alive works again (via %s)", self.endpoint)
                 failing = False
@@ -230,11 +240,64 @@ class EtcdRegistry(BaseRegistry):
                     )
                 failing = True
 
+    async def _look_after(self, lease: _Lease) -> None:
+        """Put back owned keys someone deleted; report keys another live owner took over.
+
+        One range read per owned service (not per instance) on every keep-alive.
+        """
+        lease_id = lease.id
+        if lease_id is None:
+            return
+        by_name: dict[str, list[ServiceInstance]] = {}
+        for inst, ttl in list(self._owned.values()):
+            if ttl == lease.ttl:
+                by_name.setdefault(inst.name, []).append(inst)
+        limit = asyncio.Semaphore(_REPUT_CONCURRENCY)
+
+        async def check(name: str, instances: list[ServiceInstance]) -> None:
+            prefix = self._service_prefix(name)
+            async with limit:
+                reply = await self._client.call(f"checking {name}", lambda s, t: s.range_prefix(prefix, t))
+                leases = {bytes(kv.key): int(kv.lease) for kv in reply.kvs}
+                for instance in instances:
+                    key = self._key(instance)
+                    found = leases.get(key)
+                    if found == lease_id:
+                        self._contested.discard(instance.key)
+                    elif found:  # under another lease: a second live owner
+                        self._report_contested(instance, key)
+                    elif instance.key in self._owned:  # deleted (or left without a lease) by someone else
+                        value = encode_instance(instance)
+                        what = f"restoring {instance.name}/{instance.id}"
+                        await self._client.call(what, lambda s, t: s.put(key, value, lease_id, t))  # noqa: B023
+                        log.warning("etcd key %s of a live owner was deleted by someone else; put back", key.decode())
+
+        await asyncio.gather(*(check(name, instances) for name, instances in by_name.items()))
+
+    def _report_contested(self, instance: ServiceInstance, key: bytes) -> None:
+        if instance.key not in self._contested:
+            self._contested.add(instance.key)
+            log.warning(
+                "etcd: instance id %s of %s has two live owners (key %s is now under another lease); "
+                "leaving it to the other one. Give each process its own instance id",
+                instance.id,
+                instance.name,
+                key.decode("utf-8", "replace"),
+            )
+
     async def deregister(self, instance: ServiceInstance) -> None:
+        """Delete the instance's key if this registry still owns it (never a successor's key)."""
         self._ensure_open()
-        self._owned.pop(instance.key, None)
+        owned = self._owned.pop(instance.key, None)
+        self._contested.discard(instance.key)
+        lease = self._leases.get(owned[1]) if owned is not None else None
+        lease_id = lease.id if lease is not None else None
+        if lease_id is None:
+            return  # not registered here (or its lease is gone, and the key with it)
         key = self._key(instance)
-        await self._client.call(f"deregistering {instance.name}/{instance.id}", lambda s, t: s.delete(key, t))
+        await self._client.call(
+            f"deregistering {instance.name}/{instance.id}", lambda s, t: s.delete_if_lease(key, lease_id, t)
+        )
 
     # -- reading ----------------------------------------------------------------------
 
@@ -246,13 +309,17 @@ class EtcdRegistry(BaseRegistry):
         return sort_snapshot(self._decode_all(name, reply.kvs).values())
 
     async def list_services(self) -> list[str]:
+        """Services with at least one usable instance (names holding only bad records are left out)."""
         self._ensure_open()
         root = f"{self.prefix}/".encode()
-        reply = await self._client.call("listing services", lambda s, t: s.range_prefix(root, t, keys_only=True))
+        reply = await self._client.call("listing services", lambda s, t: s.range_prefix(root, t))
         names = set()
         for kv in reply.kvs:
-            name, sep, instance_id = bytes(kv.key)[len(root) :].decode("utf-8", "replace").partition("/")
-            if sep and instance_id and "/" not in instance_id and is_service_name(name):
+            key = bytes(kv.key)
+            name, sep, instance_id = key[len(root) :].decode("utf-8", "replace").partition("/")
+            if not (sep and instance_id and "/" not in instance_id and is_service_name(name)) or name in names:
+                continue
+            if self._decode(name, key, bytes(kv.value), int(kv.mod_revision)) is not None:
                 names.add(name)
         return sorted(names)
 
@@ -390,61 +457,9 @@ class EtcdRegistry(BaseRegistry):
 
 
 def _prefix_end(prefix: bytes) -> bytes:
-    from aetcd.utils import prefix_range_end
-
     return bytes(prefix_range_end(prefix))
 
 
-def _check_prefix(prefix: str) -> str:
-    cleaned = "/" + prefix.strip("/")
-    if cleaned == "/" or any(not part for part in cleaned[1:].split("/")) or " " in cleaned:
-        raise ConfigError(f"registry: etcd key prefix {prefix!r} is invalid; use a path such as /services")
-    return cleaned
-
-
-_OPTIONS = {"ca", "cert", "key", "tls", "username", "password", "timeout"}
-
-
 def from_url(url: SplitResult, options: dict[str, Any]) -> EtcdRegistry:
-    """``etcd://host:port[,host:port...]/prefix`` (default ``127.0.0.1:2379`` and ``/services``).
-
-    Options: ``ca``, ``cert``, ``key`` (PEM files; any of them turns TLS on), ``tls=true``
-    (TLS with the system's CAs), ``username`` and ``password``, ``timeout`` (seconds per
-    call, across members; default 5).
-    """
-    unknown = sorted(set(options) - _OPTIONS)
-    if unknown:
-        raise ConfigError(f"registry: etcd:// does not take option(s) {unknown}; it takes {sorted(_OPTIONS)}")
-    if "@" in url.netloc:
-        raise ConfigError(
-            "registry: put etcd credentials in the username and password options, not in the URL (URLs end up in logs)"
-        )
-    hosts = [h for h in url.netloc.split(",") if h.strip()] or ["127.0.0.1:2379"]
-    endpoints = [Endpoint.parse(h) for h in hosts]
-    prefix = url.path if url.path.strip("/") else DEFAULT_PREFIX
-    files = {name: Path(str(options[name])).expanduser() for name in ("ca", "cert", "key") if options.get(name)}
-    if ("cert" in files) != ("key" in files):
-        raise ConfigError("registry: etcd options cert and key go together (client certificate and its key)")
-    for name, path in files.items():
-        if not path.is_file():
-            raise ConfigError(f"registry: etcd option {name}={str(path)!r} is not a file; give the path of a PEM file")
-    tls_flag = str(options.get("tls", "")).lower()
-    if tls_flag not in {"", "0", "1", "true", "false", "yes", "no"}:
-        raise ConfigError(f"registry: etcd option tls={options['tls']!r} must be true or false")
-    use_tls = bool(files) or tls_flag in {"1", "true", "yes"}
-    tls = TlsFiles(files.get("ca"), files.get("cert"), files.get("key")) if use_tls else None
-    try:
-        timeout = float(options.get("timeout", DEFAULT_TIMEOUT))
-    except (TypeError, ValueError):
-        raise ConfigError(f"registry: etcd option timeout={options['timeout']!r} is not a number of seconds") from None
-    if not 0.1 <= timeout <= 300:
-        raise ConfigError("registry: etcd option timeout must be between 0.1 and 300 seconds")
-    username, password = options.get("username"), options.get("password")
-    return EtcdRegistry(
-        endpoints,
-        prefix=prefix,
-        tls=tls,
-        username=None if username is None else str(username),
-        password=None if password is None else str(password),
-        timeout=timeout,
-    )
+    """``etcd://host:port[,host:port...]/prefix``; see :func:`grpcmesh.registry.etcd_url.parse_url`."""
+    return EtcdRegistry(**parse_url(url, options))

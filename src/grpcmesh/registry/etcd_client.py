@@ -26,10 +26,13 @@ from typing import Any, TypeVar
 
 import grpc
 import grpc.aio
-from aetcd import rpc
-from aetcd.utils import prefix_range_end
 
+from grpcmesh._extras import require
+from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import ConfigError, RegistryError, RegistryUnavailableError
+
+rpc: Any = require("aetcd.rpc", "etcd", "the etcd registry")
+prefix_range_end: Any = require("aetcd.utils", "etcd", "the etcd registry").prefix_range_end
 
 log = logging.getLogger("grpcmesh.registry.etcd")
 
@@ -145,6 +148,22 @@ class Session:
 
     async def delete(self, key: bytes, timeout: float) -> None:
         await self.kv.DeleteRange(rpc.DeleteRangeRequest(key=key), timeout=timeout, metadata=self.metadata)
+
+    async def delete_if_lease(self, key: bytes, lease_id: int, timeout: float) -> bool:
+        """Delete ``key`` only while it is attached to ``lease_id`` (one transaction); True if deleted."""
+        same_lease = rpc.Compare(
+            result=rpc.Compare.CompareResult.EQUAL, target=rpc.Compare.CompareTarget.LEASE, key=key, lease=lease_id
+        )
+        delete = rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=key))
+        reply = await self.kv.Txn(
+            rpc.TxnRequest(compare=[same_lease], success=[delete]), timeout=timeout, metadata=self.metadata
+        )
+        return bool(reply.succeeded)
+
+    async def get(self, key: bytes, timeout: float) -> Any:
+        """The key-value of ``key`` (``None`` when absent)."""
+        reply = await self.kv.Range(rpc.RangeRequest(key=key), timeout=timeout, metadata=self.metadata)
+        return reply.kvs[0] if reply.kvs else None
 
     async def grant(self, ttl: int, timeout: float) -> tuple[int, int]:
         """A new lease: ``(id, granted TTL)`` (etcd may raise a short TTL to its minimum)."""
@@ -273,10 +292,10 @@ class EtcdClient:
         if self._session is not None:
             self._session.retired.set()
             self._session = None
-        for closer in list(self._closers):
-            closer.cancel()
-        for channel in list(self._channels):
-            await self._close_channel(channel, grace=None)
+        channels = list(self._channels)  # including those a graceful closer is still closing
+        await cancel_and_wait(list(self._closers))
+        for channel in channels:
+            await self._close_channel(channel, grace=None)  # at once; closing twice is harmless
 
     async def _close_channel(self, channel: grpc.aio.Channel, grace: float | None) -> None:
         try:

@@ -3,12 +3,25 @@
 Why SQLite: it needs no server, survives crashes (WAL journal), and lets any number of
 processes read and write one file safely. How it stays live:
 
-* each registration row carries ``expires_at``; its owner's heartbeat pushes it forward
-  every ``ttl / 3``. A killed owner stops heartbeating, its rows expire, readers ignore
-  expired rows at once and the next watcher poll deletes them (so watchers are told);
+* each registration row carries ``expires_at`` and its *owner* (a random token per registry
+  object); the owner's heartbeat pushes it forward every ``ttl / 3``. A killed owner stops
+  heartbeating, its rows expire, readers ignore expired rows at once and the next watcher
+  poll deletes them (so watchers are told);
 * every write bumps a per-service revision and a global revision. Watchers poll the global
   revision (one indexed read of a one-row table, in a worker thread, every
   ``poll_interval``) and reload only the services whose revision moved.
+
+Owners look after their rows on every heartbeat: a row deleted by someone else (or expired
+while the owner was paused) is written again, logged; a row another live registry now owns
+(two processes registered the same instance id) is reported with a WARNING naming the id and
+left to that owner instead of flipping between them. ``deregister`` and ``close`` delete only
+rows this registry still owns.
+
+**The file deleted or replaced while processes run** is detected by file identity
+(``st_dev``/``st_ino`` of the path, checked before every statement): the registry *reopens*
+the file now at the path (creating it if needed), logs a WARNING, re-registers its own
+instances there at once and reloads every watched service, so all processes converge on the
+new file instead of splitting the mesh into two views.
 
 All SQLite calls run on one worker thread per registry, so the event loop never blocks.
 """
@@ -31,6 +44,7 @@ from grpcmesh._backoff import Backoff
 from grpcmesh._tasks import cancel_and_wait
 from grpcmesh.errors import ConfigError, InvalidRecordError, RegistryUnavailableError
 from grpcmesh.model import ServiceInstance, decode_instance, encode_instance
+from grpcmesh.registry import sqlite_store as store
 from grpcmesh.registry._hub import WatchHub
 from grpcmesh.registry._warn import WarnOnce
 from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_ttl, sort_snapshot
@@ -38,23 +52,9 @@ from grpcmesh.registry.base import DEFAULT_TTL, BaseRegistry, Snapshot, check_tt
 log = logging.getLogger("grpcmesh.registry.sqlite")
 
 T = TypeVar("T")
+Key = tuple[str, str]
 
 DEFAULT_POLL_INTERVAL = 0.05
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS instances (
-    name TEXT NOT NULL,
-    id TEXT NOT NULL,
-    record TEXT NOT NULL,
-    owner TEXT NOT NULL,
-    expires_at REAL NOT NULL,
-    PRIMARY KEY (name, id)
-);
-CREATE INDEX IF NOT EXISTS instances_expiry ON instances (expires_at);
-CREATE INDEX IF NOT EXISTS instances_owner ON instances (owner);
-CREATE TABLE IF NOT EXISTS revisions (name TEXT PRIMARY KEY, revision INTEGER NOT NULL);
-"""
-_GLOBAL = ""  # the revisions row that counts every change
 
 
 def default_path() -> Path:
@@ -73,15 +73,23 @@ class SqliteRegistry(BaseRegistry):
         self._owner = uuid.uuid4().hex
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="grpcmesh-sqlite")
         self._conn: sqlite3.Connection | None = None
-        self._owned: dict[tuple[str, str], tuple[ServiceInstance, float]] = {}
+        self._identity: tuple[int, int] | None = None
+        self._reopened = False  # set on the worker thread, handled on the event loop
+        self._owned: dict[Key, tuple[ServiceInstance, float]] = {}
+        self._contested: set[Key] = set()
+        self._heartbeat_failing = False
         self._hub: WatchHub[int] = WatchHub("sqlite", self._load, guard=self._check_watch, on_idle=self._stop_polling)
         self._global_revision = -1
         self._feeds_added = 0
         self._next_expiry = 0.0
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._restore_task: asyncio.Task[None] | None = None
         self._poll_task: asyncio.Task[None] | None = None
         self._warned = WarnOnce()
         self._lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"SqliteRegistry({str(self.path)!r})"
 
     # -- worker-thread plumbing -------------------------------------------------------
 
@@ -92,37 +100,34 @@ class SqliteRegistry(BaseRegistry):
             return await loop.run_in_executor(self._executor, self._call, fn)
         except sqlite3.Error as exc:
             raise RegistryUnavailableError(f"sqlite registry {self.path}: {exc}") from exc
+        finally:
+            if self._reopened:
+                self._reopened = False
+                self._file_replaced()
 
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._conn is not None and store.file_identity(self.path) != self._identity:
+            self._conn.close()  # the file at the path is not the one we have open
+            self._conn = None
+            self._reopened = True
         if self._conn is None:
-            self._conn = self._connect()
+            self._conn = store.connect(self.path)
+            self._identity = store.file_identity(self.path)
         return fn(self._conn)
 
-    def _connect(self) -> sqlite3.Connection:
-        """Open the file, switch it to WAL and create the schema.
-
-        Processes racing to create a fresh file can get SQLITE_BUSY from the journal-mode
-        switch without the busy handler being consulted, so that step is retried.
-        """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        deadline = time.monotonic() + 10.0
-        while True:
-            conn = sqlite3.connect(self.path, timeout=10.0, isolation_level=None)
-            try:
-                conn.execute("PRAGMA busy_timeout=10000")
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                with _transaction(conn):
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            conn.execute(statement)
-                    conn.execute("INSERT OR IGNORE INTO revisions (name, revision) VALUES (?, 0)", (_GLOBAL,))
-                return conn
-            except sqlite3.OperationalError as exc:
-                conn.close()
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    def _file_replaced(self) -> None:
+        log.warning(
+            "sqlite registry file %s was deleted or replaced while in use; reopened the file now at that path, "
+            "re-registering %d own instance(s) and reloading %d watched service(s)",
+            self.path,
+            len(self._owned),
+            len(self._hub),
+        )
+        self._global_revision = -1
+        for topic in self._hub.topics():
+            topic.state = -1  # revisions of the old file mean nothing in the new one
+        if self._owned and (self._restore_task is None or self._restore_task.done()):
+            self._restore_task = asyncio.get_running_loop().create_task(self._heartbeat_logged())
 
     # -- registration -----------------------------------------------------------------
 
@@ -132,40 +137,49 @@ class SqliteRegistry(BaseRegistry):
         owner = self._owner
 
         def write(conn: sqlite3.Connection) -> None:
-            with _transaction(conn):
-                conn.execute(
-                    "INSERT OR REPLACE INTO instances (name, id, record, owner, expires_at) VALUES (?, ?, ?, ?, ?)",
-                    (instance.name, instance.id, record, owner, time.time() + ttl),
-                )
-                _bump(conn, [instance.name])
+            with store.transaction(conn):
+                store.claim(conn, instance.name, instance.id, record, owner, time.time() + ttl)
+                store.bump(conn, [instance.name])
 
         async with self._lock:
             await self._run(write)
             self._owned[instance.key] = (instance, ttl)
+            self._contested.discard(instance.key)
         self._start_heartbeat()
 
     async def deregister(self, instance: ServiceInstance) -> None:
         async with self._lock:
             self._owned.pop(instance.key, None)
-            await self._run(lambda conn: _delete(conn, [instance.key]))
+            self._contested.discard(instance.key)
+            owner = self._owner
+            await self._run(lambda conn: store.delete_owned(conn, [instance.key], owner))
 
     def _start_heartbeat(self) -> None:
         if self._heartbeat_task is None or self._heartbeat_task.done():
             self._heartbeat_task = asyncio.get_running_loop().create_task(self._heartbeat_loop())
 
     async def _heartbeat_loop(self) -> None:
-        failing = False
         while self._owned:
-            interval = min(ttl for _, ttl in self._owned.values()) / 3
-            await asyncio.sleep(interval)
-            try:
-                await self._heartbeat()
-            except Exception as exc:  # registrations must not lapse silently: log, beat again next time
-                if not failing:
-                    log.warning("sqlite registry %s heartbeat failed, retrying: %r", self.path, exc)
-                failing = True
-            else:
-                failing = False
+            await asyncio.sleep(min(ttl for _, ttl in self._owned.values()) / 3)
+            await self._heartbeat_logged()
+
+    async def _heartbeat_logged(self) -> None:
+        try:
+            await self._heartbeat()
+        except Exception as exc:  # registrations must not lapse silently: log once per streak, beat again
+            if not self._heartbeat_failing:
+                log.warning(
+                    "sqlite registry %s heartbeat of %d instance(s) failed, retrying: %r",
+                    self.path,
+                    len(self._owned),
+                    exc,
+                    exc_info=not isinstance(exc, RegistryUnavailableError),
+                )
+            self._heartbeat_failing = True
+        else:
+            if self._heartbeat_failing:
+                log.info("sqlite registry %s heartbeat works again", self.path)
+            self._heartbeat_failing = False
 
     async def _heartbeat(self) -> None:
         async with self._lock:
@@ -174,68 +188,81 @@ class SqliteRegistry(BaseRegistry):
                 return
             owner = self._owner
 
-            def beat(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            def beat(conn: sqlite3.Connection) -> tuple[list[Key], list[Key]]:
                 now = time.time()
-                with _transaction(conn):
-                    alive = {
-                        (name, iid)
-                        for name, iid in conn.execute("SELECT name, id FROM instances WHERE owner = ?", (owner,))
-                    }
-                    lost = [key for key in owned if key not in alive]
-                    for (name, iid), (_, ttl) in owned.items():
-                        if (name, iid) in alive:
+                with store.transaction(conn):
+                    mine = set(conn.execute("SELECT name, id FROM instances WHERE owner = ?", (owner,)))
+                    restored, contested = [], []
+                    for key, (instance, ttl) in owned.items():
+                        if key in mine:
                             conn.execute(
-                                "UPDATE instances SET expires_at = ? WHERE name = ? AND id = ?", (now + ttl, name, iid)
+                                "UPDATE instances SET expires_at = ? WHERE name = ? AND id = ?", (now + ttl, *key)
                             )
-                    for key in lost:
-                        instance, ttl = owned[key]
-                        conn.execute(
-                            "INSERT OR REPLACE INTO instances (name, id, record, owner, expires_at) VALUES (?,?,?,?,?)",
-                            (key[0], key[1], encode_instance(instance).decode(), owner, now + ttl),
-                        )
-                    if lost:
-                        _bump(conn, sorted({name for name, _ in lost}))
-                    return lost
+                            continue
+                        other = conn.execute(
+                            "SELECT expires_at FROM instances WHERE name = ? AND id = ?", key
+                        ).fetchone()
+                        if other is not None and store.expiry_problem(other[0]) is None and other[0] >= now:
+                            contested.append(key)  # another live owner has it: report, don't flip
+                            continue
+                        store.claim(conn, *key, encode_instance(instance).decode(), owner, now + ttl)
+                        restored.append(key)
+                    if restored:
+                        store.bump(conn, sorted({name for name, _ in restored}))
+                    return restored, contested
 
-            lost = await self._run(beat)
-        for name, iid in lost:
-            log.warning("registration %s/%s had expired (owner paused longer than its TTL); re-registered", name, iid)
+            restored, contested = await self._run(beat)
+        for name, iid in restored:
+            log.warning(
+                "sqlite registration %s/%s had vanished (deleted by another process, or expired while this owner "
+                "was paused longer than its TTL); registered it again",
+                name,
+                iid,
+            )
+        for key in contested:
+            if key not in self._contested:
+                self._contested.add(key)
+                log.warning(
+                    "sqlite registry: instance id %s of %s has two live owners (another process registered the same "
+                    "id); leaving it to the other one. Give each process its own instance id",
+                    key[1],
+                    key[0],
+                )
 
     # -- reading ----------------------------------------------------------------------
 
     async def get_service(self, name: str) -> list[ServiceInstance]:
         self._check_name(name)
-        rows = await self._run(lambda conn: _live_rows(conn, name))
+        rows = await self._run(lambda conn: store.live_rows(conn, name))
         return self._decode(rows)
 
     async def list_services(self) -> list[str]:
-        return await self._run(
-            lambda conn: [
-                row[0]
-                for row in conn.execute(
-                    "SELECT DISTINCT name FROM instances WHERE expires_at >= ? ORDER BY name", (time.time(),)
-                )
-            ]
-        )
+        """Services with at least one usable live instance (names holding only bad rows are left out)."""
+        rows = await self._run(store.all_live_rows)
+        return sorted({instance.name for instance in self._decode(rows)})
 
-    def _decode(self, rows: list[tuple[str, str, str]]) -> list[ServiceInstance]:
+    def _decode(self, rows: list[store.Row]) -> list[ServiceInstance]:
+        """The valid instances among ``rows``; each bad row is skipped with one warning."""
         instances = []
-        for name, iid, record in rows:
+        for name, iid, record, expires_at in rows:
             try:
+                problem = store.expiry_problem(expires_at)
+                if problem is not None:
+                    raise InvalidRecordError(problem)
                 instance = decode_instance(record)
                 if instance.key != (name, iid):
-                    raise InvalidRecordError(f"record is for {instance.name}/{instance.id}, stored under {name}/{iid}")
+                    raise InvalidRecordError(f"record is for {instance.name}/{instance.id}")
             except InvalidRecordError as exc:
-                self._warned.warning(
-                    log, (name, iid, record), "skipping bad registry record %s/%s in %s: %s", name, iid, self.path, exc
-                )
+                shown = f"{str(name)[:100]!r}/{str(iid)[:100]!r}"
+                marker = (shown, hash(str(record)), repr(expires_at)[:50])
+                self._warned.warning(log, marker, "skipping bad registry row %s in %s: %s", shown, self.path, exc)
                 continue
             instances.append(instance)
         return sort_snapshot(instances)
 
     async def _load(self, name: str) -> tuple[Snapshot, int]:
         """First snapshot of a newly watched name, and the revision it was read at."""
-        revision, rows = await self._run(lambda conn: (_revision(conn, name), _live_rows(conn, name)))
+        revision, rows = await self._run(lambda conn: (store.revision(conn, name), store.live_rows(conn, name)))
         # A poll already under way did not look at this name: make the next one compare every
         # watched name's revision instead of trusting the global revision it recorded.
         self._feeds_added += 1
@@ -269,36 +296,35 @@ class SqliteRegistry(BaseRegistry):
 
     async def _poll_once(self) -> None:
         topics = {topic.name: topic for topic in self._hub.topics()}
-        names = list(topics)
         known = {name: topic.state for name, topic in topics.items()}
         last_global = self._global_revision
         feeds_added = self._feeds_added
         purge = time.time() >= self._next_expiry
 
-        def poll(conn: sqlite3.Connection) -> tuple[int, float, dict[str, tuple[int, list[tuple[str, str, str]]]]]:
+        def poll(conn: sqlite3.Connection) -> tuple[int, float, dict[str, tuple[int, list[store.Row]]]]:
             if purge:
-                _purge_expired(conn)
-            next_expiry = conn.execute("SELECT MIN(expires_at) FROM instances").fetchone()[0]
-            current = _revision(conn, _GLOBAL)
-            changed: dict[str, tuple[int, list[tuple[str, str, str]]]] = {}
-            if current != last_global:
-                for name in names:
-                    revision = _revision(conn, name)
-                    if revision != known.get(name):
-                        changed[name] = (revision, _live_rows(conn, name))
-            return current, (next_expiry if next_expiry is not None else float("inf")), changed
+                store.purge_expired(conn)
+            current = store.revision(conn, store.GLOBAL)
+            changed: dict[str, tuple[int, list[store.Row]]] = {}
+            if current != last_global or current < 0:
+                for name, seen in known.items():
+                    revision = store.revision(conn, name)
+                    if revision != seen or revision < 0:
+                        changed[name] = (revision, store.live_rows(conn, name))
+            return current, store.next_expiry(conn), changed
 
         if not purge and self._global_revision >= 0:
             # Fast path: one read of the global revision.
-            current = await self._run(lambda conn: _revision(conn, _GLOBAL))
+            current = await self._run(lambda conn: store.revision(conn, store.GLOBAL))
             if current == last_global and time.time() < self._next_expiry:
                 return
         current, next_expiry, changed = await self._run(poll)
-        if feeds_added == self._feeds_added:  # else a new feed was not compared: check again next time
-            self._global_revision = current
+        if feeds_added == self._feeds_added and self._global_revision == last_global:
+            self._global_revision = current  # else a new feed (or a new file) was not compared: look again
         self._next_expiry = next_expiry
         for name, (revision, rows) in changed.items():
-            topics[name].state = revision
+            if topics[name].state == known[name]:  # not reset by a file reopen meanwhile
+                topics[name].state = revision
             await topics[name].publish(self._decode(rows))
 
     # -- shutdown ---------------------------------------------------------------------
@@ -306,77 +332,25 @@ class SqliteRegistry(BaseRegistry):
     async def close(self) -> None:
         if self._closed:
             return
-        for task in (self._heartbeat_task, self._poll_task):
+        for task in (self._heartbeat_task, self._restore_task, self._poll_task):
             if task is not None:
                 task.cancel()  # at once: no poll or heartbeat races the deregistration below
         async with self._lock:
             owned = list(self._owned)
             self._owned.clear()
             if owned:
+                owner = self._owner
                 try:
-                    await self._run(lambda conn: _delete(conn, owned))
+                    await self._run(lambda conn: store.delete_owned(conn, owned, owner))
                 except RegistryUnavailableError as exc:
                     log.warning("could not deregister on close (they will expire after their TTL): %s", exc)
             self._closed = True
         await self._hub.close()
-        await cancel_and_wait((self._heartbeat_task, self._poll_task))
+        await cancel_and_wait((self._heartbeat_task, self._restore_task, self._poll_task))
         conn, self._conn = self._conn, None
         if conn is not None:
             await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
         self._executor.shutdown(wait=False)
-
-
-class _transaction:
-    """``BEGIN IMMEDIATE`` … ``COMMIT`` (or ``ROLLBACK``): writers queue instead of failing."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute("BEGIN IMMEDIATE")
-        return self.conn
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        self.conn.execute("COMMIT" if exc_type is None else "ROLLBACK")
-
-
-def _revision(conn: sqlite3.Connection, name: str) -> int:
-    row = conn.execute("SELECT revision FROM revisions WHERE name = ?", (name,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _bump(conn: sqlite3.Connection, names: list[str]) -> None:
-    for name in [*names, _GLOBAL]:
-        conn.execute(
-            "INSERT INTO revisions (name, revision) VALUES (?, 1) "
-            "ON CONFLICT(name) DO UPDATE SET revision = revision + 1",
-            (name,),
-        )
-
-
-def _live_rows(conn: sqlite3.Connection, name: str) -> list[tuple[str, str, str]]:
-    return list(
-        conn.execute("SELECT name, id, record FROM instances WHERE name = ? AND expires_at >= ?", (name, time.time()))
-    )
-
-
-def _delete(conn: sqlite3.Connection, keys: list[tuple[str, str]]) -> None:
-    with _transaction(conn):
-        removed = set()
-        for name, iid in keys:
-            if conn.execute("DELETE FROM instances WHERE name = ? AND id = ?", (name, iid)).rowcount:
-                removed.add(name)
-        if removed:
-            _bump(conn, sorted(removed))
-
-
-def _purge_expired(conn: sqlite3.Connection) -> None:
-    with _transaction(conn):
-        names = [
-            row[0] for row in conn.execute("DELETE FROM instances WHERE expires_at < ? RETURNING name", (time.time(),))
-        ]
-        if names:
-            _bump(conn, sorted(set(names)))
 
 
 def from_url(url: SplitResult, options: dict[str, Any]) -> SqliteRegistry:
@@ -390,8 +364,8 @@ def from_url(url: SplitResult, options: dict[str, Any]) -> SqliteRegistry:
         raise ConfigError(f"registry: sqlite:// does not take option(s) {unknown}; it takes {sorted(known)}")
     if url.netloc:
         raise ConfigError(
-            f"registry: sqlite URL has host {url.netloc!r}; write sqlite:///abs/path.db (three slashes) "
-            "or sqlite:relative/path.db"
+            f"registry: sqlite URL has host {url.netloc.rpartition('@')[2]!r}; "
+            "write sqlite:///abs/path.db (three slashes) or sqlite:relative/path.db"
         )
     try:
         poll_interval = float(options.get("poll_interval", DEFAULT_POLL_INTERVAL))

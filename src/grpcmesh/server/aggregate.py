@@ -1,6 +1,6 @@
 """Aggregate health of a service: ``grpc.health.v1`` Check on every registered instance.
 
-This is the seed's ``HealthService.Check``: the service is SERVING only if it has instances
+This is the original Go design's ``HealthService.Check``: the service is SERVING only if it has instances
 and every one of them answers SERVING. Unlike the registry's view (what instances *say*
 about themselves when they register), this asks each instance now, over the network.
 """

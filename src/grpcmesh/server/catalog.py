@@ -1,23 +1,36 @@
-"""A ``grpc.aio.Server`` that remembers which services and methods were added to it.
+"""The ``grpc.aio.Server`` a ``MeshServer`` hands out: it records services and wraps each method once.
 
 Users add servicers exactly as with plain grpc (``add_XServicer_to_server(servicer,
 server.grpc)``); the generated code calls ``add_generic_rpc_handlers`` and
-``add_registered_method_handlers``, which this subclass records. That is how the runtime
-knows, without asking the user, which services to enable reflection and health for and
-which endpoints to register.
+``add_registered_method_handlers``. :class:`MeshGrpcServer` implements the public
+``grpc.aio.Server`` interface around a server made by ``grpc.aio.server(...)`` and, in those
+two methods:
 
-grpc.aio does not expose its handlers, so this subclasses the concrete server class
-(constructed exactly as ``grpc.aio.server()`` does).
+* records the service (``service_name()`` of generic handlers, the method names of registered
+  ones) in a :class:`ServiceCatalog`, which is how the runtime knows which services to enable
+  reflection and health for and which endpoints to register;
+* wraps every handler with the mesh's :class:`~grpcmesh.middleware.server_side.ServerPipeline`,
+  built once per method, so the mesh's server concerns cost no grpc.aio interceptor.
+
+Only public grpcio API is used (no private server class, no ``_method_handlers``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import Executor
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import grpc
-from grpc.aio import _server as _aio_server
+
+from grpcmesh.middleware.behavior import HandlerCache
+from grpcmesh.middleware.server_side import ServerPipeline
+
+if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
+    GenericHandler = grpc.GenericRpcHandler[Any, Any]
+    _GenericBase = grpc.GenericRpcHandler[Any, Any]
+else:
+    GenericHandler = grpc.GenericRpcHandler
+    _GenericBase = grpc.GenericRpcHandler
 
 
 class ServiceCatalog:
@@ -38,39 +51,74 @@ class ServiceCatalog:
         return list(self._services.get(service, ()))
 
     def endpoints(self, services: Sequence[str] | None = None) -> list[str]:
-        """Bare method names of ``services`` (default: all), each once: the seed's ``Endpoints``."""
+        """Bare method names of ``services`` (default: all), each once: the registered instance's endpoints."""
         seen: list[str] = []
         for service in self._services if services is None else services:
             seen.extend(method for method in self.methods(service) if method not in seen)
         return seen
 
 
-class RecordingServer(_aio_server.Server):
-    """``grpc.aio.Server`` that fills a :class:`ServiceCatalog` as handlers are added."""
+class _PipelinedGenericHandler(_GenericBase):
+    """A generic handler whose handlers come out wrapped by the pipeline (built once per method)."""
 
-    def __init__(
-        self,
-        *,
-        interceptors: Sequence[grpc.aio.ServerInterceptor[Any, Any]] = (),
-        options: Sequence[tuple[str, Any]] = (),
-        maximum_concurrent_rpcs: int | None = None,
-        migration_thread_pool: Executor | None = None,
-    ) -> None:
-        # grpc enables SO_REUSEPORT by default, letting a second server silently share a busy
-        # port; a registered service must own its port, so it is off unless asked for.
-        merged = (("grpc.so_reuseport", 0), *options)
-        super().__init__(migration_thread_pool, (), tuple(interceptors), merged, maximum_concurrent_rpcs, None)
+    def __init__(self, inner: GenericHandler, pipeline: ServerPipeline) -> None:
+        self._inner = inner
+        self._pipeline = pipeline
+        self._handlers = HandlerCache()
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        handler = self._inner.service(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        return self._handlers.get(method, handler, lambda: self._pipeline.wrap(handler, method))
+
+    def service_name(self) -> str | None:
+        name = getattr(self._inner, "service_name", None)
+        return str(name()) if callable(name) else None
+
+
+class MeshGrpcServer(grpc.aio.Server):
+    """A ``grpc.aio.Server`` (from ``grpc.aio.server(...)``) that fills a catalog and wraps handlers."""
+
+    def __init__(self, server: grpc.aio.Server, pipeline: ServerPipeline) -> None:
+        self.server = server
+        """The plain grpc.aio server underneath."""
+        self.pipeline = pipeline
         self.catalog = ServiceCatalog()
 
-    def add_generic_rpc_handlers(self, generic_rpc_handlers: Sequence[grpc.GenericRpcHandler[Any, Any]]) -> None:
+    def add_generic_rpc_handlers(self, generic_rpc_handlers: Iterable[GenericHandler]) -> None:
+        handlers = []
         for handler in generic_rpc_handlers:
             service_name = getattr(handler, "service_name", None)
             if callable(service_name):
-                name = str(service_name())
-                paths = getattr(handler, "_method_handlers", {})
-                self.catalog.add(name, [str(path).rsplit("/", 1)[-1] for path in paths])
-        super().add_generic_rpc_handlers(generic_rpc_handlers)
+                name = service_name()
+                if name:
+                    self.catalog.add(str(name), [])
+            handlers.append(_PipelinedGenericHandler(handler, self.pipeline) if self.pipeline else handler)
+        self.server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: dict[str, Any]) -> None:
         self.catalog.add(service_name, list(method_handlers))
-        super().add_registered_method_handlers(service_name, method_handlers)
+        if self.pipeline:
+            method_handlers = {
+                name: self.pipeline.wrap(handler, f"/{service_name}/{name}")
+                for name, handler in method_handlers.items()
+            }
+        # Public grpc.aio.Server API since grpcio 1.62; not in the grpc-stubs type stubs yet.
+        self.server.add_registered_method_handlers(service_name, method_handlers)  # type: ignore[attr-defined]
+
+    def add_insecure_port(self, address: str) -> int:
+        return self.server.add_insecure_port(address)
+
+    def add_secure_port(self, address: str, server_credentials: grpc.ServerCredentials) -> int:
+        return self.server.add_secure_port(address, server_credentials)
+
+    async def start(self) -> None:
+        await self.server.start()
+
+    async def stop(self, grace: float | None = None) -> None:
+        await self.server.stop(grace)
+
+    async def wait_for_termination(self, timeout: float | None = None) -> bool:
+        return await self.server.wait_for_termination(timeout)

@@ -12,13 +12,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from grpc_health.v1._async import HealthServicer
+from grpc_health.v1 import health
 
 from grpcmesh._tasks import cancel_and_wait
 
 
-class DrainingHealthServicer(HealthServicer):  # type: ignore[misc]
-    """The asyncio health servicer plus :meth:`end_watches`."""
+class DrainingHealthServicer(health.aio.HealthServicer):  # type: ignore[misc,name-defined]
+    """grpcio-health-checking's public asyncio servicer (``health.aio.HealthServicer``) plus :meth:`end_watches`."""
 
     def __init__(self) -> None:
         super().__init__()

@@ -22,25 +22,34 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from grpcmesh.context import Propagation
 from grpcmesh.errors import MeshError, RegistryError, ServerError
-from grpcmesh.middleware.recovery import RecoveryInterceptor
+from grpcmesh.middleware.recovery import Recovery, RecoveryInterceptor
+from grpcmesh.middleware.server_side import ServerConcern, ServerPipeline
 from grpcmesh.model import HealthStatus, ServiceInstance
 from grpcmesh.registry import Registry
-from grpcmesh.server.catalog import RecordingServer
+from grpcmesh.server.call_context import call_context_concerns
+from grpcmesh.server.catalog import MeshGrpcServer
 from grpcmesh.server.health import DrainingHealthServicer
 from grpcmesh.server.readiness import DependencyReadiness
 from grpcmesh.server.settings import ServerSettings
+from grpcmesh.server.shedding import LoadShedder, SheddingPolicy
 from grpcmesh.server.tls import load_server_credentials
 
 log = logging.getLogger("grpcmesh.server")
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
+KEEPALIVE_PERMIT = (
+    ("grpc.http2.min_ping_interval_without_data_ms", 1000),
+    ("grpc.keepalive_permit_without_calls", 0),
+)
+"""Server side of the mesh's HTTP/2 keepalive: accept client pings down to once a second."""
 _WIRE_STATUS = {
     HealthStatus.SERVING: health_pb2.HealthCheckResponse.SERVING,
     HealthStatus.NOT_SERVING: health_pb2.HealthCheckResponse.NOT_SERVING,
@@ -58,8 +67,16 @@ class MeshServer:
     """A ``grpc.aio`` server that registers itself, reports health and shuts down gracefully.
 
     Add servicers to :attr:`grpc` as with plain grpc, then ``await serve()`` (or ``start()``
-    / ``stop()``, or ``async with``). Interceptors run in the order given, after the
-    recovery interceptor (first, unless ``recovery=False``).
+    / ``stop()``, or ``async with``).
+
+    ``concerns`` are the mesh's own server concerns (tracing, access log, metrics, auth, in
+    that order, from the ``Mesh``): they run in ONE wrapper per method, built when the method
+    is added, innermost around the handler, with recovery (unless ``recovery=False``) turning
+    unexpected exceptions into INTERNAL. ``interceptors`` (the user's grpc.aio server
+    interceptors) run in the order given, outside that wrapper, behind a recovery interceptor
+    that also guards them. First in that wrapper, every call has its deadline and
+    ``propagation`` metadata bound to :mod:`grpcmesh.context` (for the calls its handler makes)
+    and passes admission (``shedding``, off unless enabled).
     """
 
     def __init__(
@@ -73,17 +90,32 @@ class MeshServer:
         options: Sequence[tuple[str, Any]] = (),
         maximum_concurrent_rpcs: int | None = None,
         metadata_hooks: Sequence[Callable[[], Awaitable[Mapping[str, str]]]] = (),
+        concerns: Sequence[ServerConcern] = (),
+        propagation: Propagation | None = None,
+        shedding: SheddingPolicy | None = None,
     ) -> None:
         self.registry = registry
         self._metadata_hooks = tuple(metadata_hooks)
         self.settings = settings
-        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = [RecoveryInterceptor()] if recovery else []
-        chain.extend(interceptors)
+        chain: list[grpc.aio.ServerInterceptor[Any, Any]] = list(interceptors)
+        if recovery and chain:  # the user's interceptors are guarded too
+            chain.insert(0, RecoveryInterceptor())
         self.interceptors: tuple[grpc.aio.ServerInterceptor[Any, Any], ...] = tuple(chain)
-        self._recording = RecordingServer(
-            interceptors=chain, options=options, maximum_concurrent_rpcs=maximum_concurrent_rpcs
+        self.shedder = LoadShedder(shedding or SheddingPolicy())
+        """Admission control (off unless ``shedding.enabled``); ``shedder.shed`` counts refused calls."""
+        own = call_context_concerns(propagation or Propagation(), self.shedder)
+        self.pipeline = ServerPipeline((*own, *concerns), recover=Recovery() if recovery else None)
+        """The mesh's per-method wrapper: every handler added to :attr:`grpc` runs inside it."""
+        # grpc enables SO_REUSEPORT by default, letting a second server silently share a busy
+        # port; a registered service must own its port, so it is off unless asked for. Mesh
+        # channels ping every few seconds while calls run (keepalive): allow it.
+        server = grpc.aio.server(
+            interceptors=chain or None,
+            options=(("grpc.so_reuseport", 0), *KEEPALIVE_PERMIT, *options),
+            maximum_concurrent_rpcs=maximum_concurrent_rpcs,
         )
-        self.grpc = cast(grpc.aio.Server, self._recording)
+        self._recording = MeshGrpcServer(server, self.pipeline)
+        self.grpc: grpc.aio.Server = self._recording
         """The ``grpc.aio.Server``: pass it to ``add_XServicer_to_server``."""
         self._credentials = credentials
         self.health = DrainingHealthServicer()
@@ -156,6 +188,7 @@ class MeshServer:
             reflection.enable_server_reflection([*self._services, HEALTH_SERVICE, reflection.SERVICE_NAME], self.grpc)
         self._port = await self._bind()
         await self.grpc.start()
+        self.shedder.start()
         self._readiness = DependencyReadiness(
             self.registry, settings.dependencies, self._on_readiness, service_name=settings.name
         )
@@ -183,7 +216,7 @@ class MeshServer:
         )
         await self.registry.register(self._instance, ttl=settings.ttl)
         log.info(
-            "%s serving on %s as %s (%s), services %s",
+            "%s listening on %s, registered as %s (%s), services %s",
             settings.name,
             self._instance.target,
             self._instance.id,
@@ -212,6 +245,7 @@ class MeshServer:
                 await self.registry.deregister(self._instance)
         with contextlib.suppress(Exception):
             await self.grpc.stop(None)
+        await self.shedder.stop()
 
     async def serve(self) -> None:
         """Start (if needed) and run until stopped by ``stop()``, SIGTERM or SIGINT."""
@@ -265,6 +299,7 @@ class MeshServer:
             await asyncio.sleep(self.settings.propagation_delay)
         self.health.end_watches()  # health watchers have seen NOT_SERVING; don't let them hold the drain
         await self.grpc.stop(grace)
+        await self.shedder.stop()
         log.info("%s stopped", name)
 
     async def wait_stopped(self) -> None:

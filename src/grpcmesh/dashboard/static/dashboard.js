@@ -5,7 +5,7 @@
 
 const SVG_NS = "http://www.w3.org/2000/svg";
 const MAX_EVENTS = 200;
-const NODE_W = 210, NODE_H = 54, COL_GAP = 90, ROW_GAP = 26, PAD = 16, BACK_EDGE_DROP = 40;
+const NODE_W = 200, NODE_H = 54, COL_GAP = 170, ROW_GAP = 40, PAD = 16, BACK_EDGE_DROP = 48;
 
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -43,16 +43,29 @@ function fmtErrors(rates) {
   return (rates.error_ratio * 100).toFixed(1) + " %";
 }
 
+function fmtSpan(seconds) {
+  return seconds >= 90 ? `${Math.round(seconds / 60)} min` : `${Math.round(seconds)} s`;
+}
+
 function fmtTime(unixSeconds) {
   return new Date(unixSeconds * 1000).toLocaleTimeString([], { hour12: false });
 }
 
 function nodeClass(service) {
+  if (service.external) return "external";
   if (!service.registered) return "missing";
   return { SERVING: "serving", DEGRADED: "degraded" }[service.health] || "down";
 }
 
 // -- dependency graph ---------------------------------------------------------------
+
+// An observed edge is coloured by its error ratio; a declared dependency never called is dashed.
+function edgeClass(e) {
+  if (!e.observed) return "declared-only";
+  const r = e.rates;
+  if (!r || r.calls_per_second <= 0) return "idle";
+  return r.error_ratio >= 0.05 ? "bad" : r.error_ratio >= 0.01 ? "warn" : "ok";
+}
 
 // Columns by longest path from a caller: callers left, what they depend on to the right.
 // Calls that close a cycle (user -> order -> user) are found by a depth-first walk that starts
@@ -120,24 +133,42 @@ function renderGraph(state) {
   for (const e of state.edges) {
     const a = pos.get(e.from), b = pos.get(e.to);
     if (!a || !b) continue;
-    let d;
+    let d, mx, my;
     if (back.has(`${e.from}->${e.to}`)) { // closes a cycle: loop underneath, right to left
       const x1 = a.x + NODE_W / 2, y1 = a.y + NODE_H, x2 = b.x + NODE_W / 2, y2 = b.y + NODE_H;
       const low = Math.max(y1, y2) + BACK_EDGE_DROP;
       d = `M${x1},${y1} C${x1},${low} ${x2},${low} ${x2},${y2}`;
+      mx = (x1 + x2) / 2; my = low - 8;
     } else {
       const x1 = a.x + NODE_W, y1 = a.y + NODE_H / 2, x2 = b.x, y2 = b.y + NODE_H / 2;
       const bend = Math.max(40, Math.abs(x2 - x1) / 2);
       d = `M${x1},${y1} C${x1 + bend},${y1} ${x2 - bend},${y2} ${x2},${y2}`;
+      mx = (x1 + x2) / 2; my = (y1 + y2) / 2 - 4;
     }
-    graph.append(svg("path", {
-      class: "edge", "data-edge": `${e.from}->${e.to}`, "marker-end": "url(#arrow)", d,
-    }));
+    const r = e.rates;
+    const title = svg("title");
+    title.textContent = e.observed
+      ? `${e.from} → ${e.to}: ${fmtRate(r)} calls/s, ${fmtErrors(r)} errors, p99 ${fmtLatency(r)}`
+      : `${e.from} → ${e.to}: declared dependency, no calls seen`;
+    const group = svg("g", {
+      class: `edge-group ${edgeClass(e)}`,
+      "data-edge": `${e.from}->${e.to}`,
+      "data-observed": String(e.observed),
+      "data-calls": r ? String(r.calls_per_second) : "",
+      "data-error-ratio": r ? String(r.error_ratio) : "",
+    }, title, svg("path", { class: "edge", "marker-end": "url(#arrow)", d }));
+    if (e.observed && r) {
+      const label = svg("text", { x: mx, y: my, class: "edge-label", "text-anchor": "middle" });
+      label.textContent = `${fmtRate(r)}/s · ${fmtErrors(r)}` + (r.p99_seconds === null ? "" : ` · ${fmtLatency(r)}`);
+      group.append(label);
+    }
+    graph.append(group);
   }
   for (const s of state.services) {
     const p = pos.get(s.name);
     const count = `${s.instances.length} inst`;
-    const stats = !s.registered ? "no instances registered"
+    const stats = s.external ? "callers outside the mesh"
+      : !s.registered ? "no instances registered"
       : s.rates ? `${count} · ${fmtRate(s.rates)}/s · p99 ${fmtLatency(s.rates)}`
         : `${count} · no metrics`;
     const title = svg("title");
@@ -157,6 +188,7 @@ function renderGraph(state) {
 function metricsCell(inst) {
   const m = inst.metrics;
   if (m.status === "none") return el("td", { class: "muted" }, "no metrics_url");
+  if (m.status === "refused") return el("td", { class: "bad-rate", title: m.detail || "" }, "refused");
   if (m.status === "pending") return el("td", { class: "muted" }, "first scrape…");
   if (m.status === "error") return el("td", { class: "bad-rate", title: m.detail || "" }, "unreachable");
   return el("td", {}, "scraped");
@@ -166,9 +198,10 @@ function instanceRow(inst) {
   const rates = inst.rates;
   const errorsCell = el("td", { class: "num errors" }, fmtErrors(rates));
   if (rates && rates.error_ratio > 0) errorsCell.classList.add("bad-rate");
-  return el("tr", {
-    class: "instance",
-    "data-instance": `${inst.service}/${inst.id}`,
+  const key = `${inst.service}/${inst.id}`;
+  const row = el("tr", {
+    class: key === selected ? "instance selected" : "instance",
+    "data-instance": key,
     "data-calls": rates ? String(rates.calls_per_second) : "",
     "data-error-ratio": rates ? String(rates.error_ratio) : "",
     "data-p99": rates && rates.p99_seconds !== null ? String(rates.p99_seconds) : "",
@@ -181,6 +214,8 @@ function instanceRow(inst) {
   el("td", { class: "num p99" }, fmtLatency(rates)),
   errorsCell,
   metricsCell(inst));
+  row.addEventListener("click", () => { selected = key; renderDetail(); markSelected(); });
+  return row;
 }
 
 function serviceCard(s) {
@@ -192,12 +227,15 @@ function serviceCard(s) {
   const card = el("section", { class: "service", "data-service": s.name },
     el("h3", {}, s.name, el("span", { class: `health ${s.health}` }, s.health), el("span", { class: "totals" }, totals)));
   if (s.dependencies.length) card.append(el("div", { class: "deps" }, "depends on: " + s.dependencies.join(", ")));
+  if (s.history) card.append(charts(s, latestState.generated_at, latestState.history_seconds || 600));
   card.append(el("table", {}, el("thead", {}, head), el("tbody", {}, ...s.instances.map(instanceRow))));
   return card;
 }
 
 function renderServices(state) {
   const registered = state.services.filter((s) => s.registered);
+  instancesByKey = new Map();
+  for (const s of registered) for (const inst of s.instances) instancesByKey.set(`${inst.service}/${inst.id}`, inst);
   const container = document.getElementById("services");
   container.replaceChildren(...(registered.length
     ? registered.map(serviceCard)
@@ -206,6 +244,125 @@ function renderServices(state) {
   const calls = registered.reduce((n, s) => n + (s.rates ? s.rates.calls_per_second : 0), 0);
   document.getElementById("summary").textContent =
     `${registered.length} services · ${instances} instances · ${fmtRate({ calls_per_second: calls })} calls/s · updated ${fmtTime(state.generated_at)}`;
+}
+
+// -- history charts ------------------------------------------------------------------
+
+const CHART_W = 260, CHART_H = 64, CHART_PAD = 4;
+const CHARTS = [
+  { key: "calls", title: "calls/s", index: 1, fmt: (v) => fmtRate({ calls_per_second: v }) },
+  { key: "errors", title: "errors", index: 2, fmt: (v) => (v * 100).toFixed(1) + " %" },
+  { key: "p99", title: "p99", index: 3, fmt: (v) => fmtLatency({ p99_seconds: v }) },
+];
+
+// Small time-series charts of the last minutes, with the registry events marked on the time axis.
+// The time axis spans the history kept (at most the window, at least 30 s).
+function charts(s, now, window) {
+  const first = Math.min(...s.history.points.map((p) => p[0]), ...s.history.markers.map((m) => m.at), now);
+  const seconds = Math.min(window, Math.max(30, now - first));
+  const start = now - seconds;
+  const x = (t) => CHART_PAD + ((t - start) / seconds) * (CHART_W - 2 * CHART_PAD);
+  const row = el("div", { class: "charts" });
+  for (const spec of CHARTS) {
+    const values = s.history.points.filter((p) => p[spec.index] !== null && p[0] >= start);
+    const top = Math.max(...values.map((p) => p[spec.index]), spec.key === "errors" ? 0.01 : 1e-9);
+    const y = (v) => CHART_H - CHART_PAD - (v / top) * (CHART_H - 2 * CHART_PAD);
+    const chart = svg("svg", {
+      class: "chart", "data-chart": spec.key, viewBox: `0 0 ${CHART_W} ${CHART_H}`, width: CHART_W, height: CHART_H,
+    });
+    chart.append(svg("rect", { class: "frame", x: 0, y: 0, width: CHART_W, height: CHART_H }));
+    for (const m of s.history.markers) {
+      if (m.at < start) continue;
+      const title = svg("title");
+      title.textContent = `${fmtTime(m.at)} ${m.kind} ${m.instance} (${m.health})`;
+      chart.append(svg("line", {
+        class: `marker ${m.kind}`, "data-marker": `${m.kind}:${s.name}/${m.instance}`,
+        x1: x(m.at), x2: x(m.at), y1: 0, y2: CHART_H,
+      }, title));
+    }
+    if (values.length) {
+      const line = values.map((p) => `${x(p[0]).toFixed(1)},${y(p[spec.index]).toFixed(1)}`).join(" ");
+      chart.append(svg("polyline", { class: "series", points: line }));
+    }
+    const last = values.length ? spec.fmt(values[values.length - 1][spec.index]) : "–";
+    const label = el("div", { class: "chart-label" }, `${spec.title} `, el("b", {}, last),
+      el("span", { class: "muted" }, ` · max ${values.length ? spec.fmt(top) : "–"} · last ${fmtSpan(seconds)}`));
+    row.append(el("figure", {}, label, chart));
+  }
+  return row;
+}
+
+// -- instance detail -----------------------------------------------------------------
+
+let selected = null;
+let instancesByKey = new Map();
+let latestState = { generated_at: 0, history_seconds: 600 };
+const pointsByService = new Map();
+
+// The stream sends each service's whole history when the page connects, then only its newest
+// point every second ("history_latest_only"): the page keeps the points, trimmed to the window.
+function mergeHistory(state) {
+  const horizon = state.generated_at - (state.history_seconds || 600);
+  const seen = new Set();
+  for (const s of state.services) {
+    if (!s.history) continue;
+    seen.add(s.name);
+    let points = state.history_latest_only ? (pointsByService.get(s.name) || []) : [];
+    const last = points.length ? points[points.length - 1][0] : -Infinity;
+    for (const p of s.history.points) if (p[0] > last) points.push(p);
+    let old = 0;
+    while (old < points.length && points[old][0] < horizon) old++;
+    if (old) points = points.slice(old);
+    pointsByService.set(s.name, points);
+    s.history.points = points;
+  }
+  for (const name of [...pointsByService.keys()]) if (!seen.has(name)) pointsByService.delete(name);
+}
+
+function markSelected() {
+  for (const tr of document.querySelectorAll("tr.instance")) {
+    tr.classList.toggle("selected", tr.dataset.instance === selected);
+  }
+}
+
+function definitions(pairs) {
+  const dl = el("dl");
+  for (const [term, value] of pairs) dl.append(el("dt", {}, term), el("dd", {}, value));
+  return dl;
+}
+
+function renderDetail() {
+  const panel = document.getElementById("detail");
+  if (selected === null) { panel.hidden = true; return; }
+  panel.hidden = false;
+  const inst = instancesByKey.get(selected);
+  const body = document.getElementById("detail-body");
+  if (!inst) {
+    body.replaceChildren(el("p", { class: "muted" }, `${selected} is no longer registered`));
+    return;
+  }
+  const m = inst.metrics;
+  const scraped = m.last_scrape_at ? `${fmtTime(m.last_scrape_at)}` : "never";
+  const metadata = Object.entries(inst.metadata);
+  body.replaceChildren(
+    el("h3", {}, el("code", {}, inst.id), " ", el("span", { class: `health ${inst.health}` }, inst.health)),
+    definitions([
+      ["service", inst.service],
+      ["version", inst.version || "–"],
+      ["address", inst.address],
+      ["weight", String(inst.weight)],
+      ["endpoints", inst.endpoints.length ? inst.endpoints.join(", ") : "–"],
+      ["dependencies", inst.dependencies.length ? inst.dependencies.join(", ") : "–"],
+      ["last scrape", `${m.status}${m.detail ? ": " + m.detail : ""} (at ${scraped})`],
+      ["metrics_url", m.url || "–"],
+    ]),
+    el("h4", {}, "metadata"),
+    metadata.length ? definitions(metadata) : el("p", { class: "muted" }, "none"),
+    el("h4", {}, "health history"),
+    el("ol", { class: "health-history" }, ...inst.health_history.map((h) =>
+      el("li", {}, el("span", { class: "time" }, fmtTime(h.at)), " ", el("span", { class: `health ${h.health}` }, h.health)))),
+  );
+  body.dataset.instance = selected;
 }
 
 // -- registry events -----------------------------------------------------------------
@@ -240,9 +397,15 @@ function connect() {
   source.addEventListener("registry", (msg) => addEvents([JSON.parse(msg.data)], false));
   source.addEventListener("state", (msg) => {
     const state = JSON.parse(msg.data);
+    mergeHistory(state);
+    latestState = state;
     renderGraph(state);
     renderServices(state);
+    renderDetail();
   });
 }
 
+document.getElementById("detail-close").addEventListener("click", () => {
+  selected = null; renderDetail(); markSelected();
+});
 connect();

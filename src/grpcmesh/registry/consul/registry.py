@@ -66,6 +66,7 @@ class ConsulRegistry(BaseRegistry):
         self._care_task: asyncio.Task[None] | None = None
         self._warned = WarnOnce()
         self._contested: set[tuple[str, str]] = set()
+        self._failing: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"ConsulRegistry(address={self.options.address!r}, scheme={self.options.scheme!r})"
@@ -157,36 +158,42 @@ class ConsulRegistry(BaseRegistry):
     async def _care(self, instance: ServiceInstance, ttl: float) -> None:
         service_id = consul_service_id(instance)
         try:
-            if self.options.check == "ttl" and not await self._pass(service_id):
-                lost = True
-            else:
-                current = await self._agent_service(service_id)
-                lost = current is None
-                owner = None if current is None else owner_of(current.get("Meta"))
-                if owner is not None and owner != self._owner:
-                    if instance.key not in self._contested:
-                        self._contested.add(instance.key)
-                        log.warning(
-                            "consul: instance id %s of %s has two live owners (this registry and another one "
-                            "registered it); leaving it to the other. Give each process its own instance id",
-                            instance.id,
-                            instance.name,
-                        )
-                    return
+            current = await self._agent_service(service_id)
+            owner = None if current is None else owner_of(current.get("Meta"))
+            if owner is not None and owner != self._owner:
+                # Another live registry registered this id since: neither overwrite it nor keep
+                # its TTL check passing (its owner does that, and must be allowed to die).
+                if instance.key not in self._contested:
+                    self._contested.add(instance.key)
+                    log.warning(
+                        "consul: instance id %s of %s has two live owners (this registry and another one "
+                        "registered it); leaving it to the other. Give each process its own instance id",
+                        instance.id,
+                        instance.name,
+                    )
+                return
+            lost = current is None or (self.options.check == "ttl" and not await self._pass(service_id))
             if lost and instance.key in self._owned:
                 # Gone although its owner lives: the agent restarted, reaped us after a pause, or
                 # someone deregistered it (an old process of a rolling restart). Put it back.
                 log.warning("consul lost registration %s/%s; registering it again", instance.name, instance.id)
                 self._contested.discard(instance.key)
                 await self._put_registration(instance, ttl)
-        except Exception as exc:  # never end the loop: the next round retries
-            log.warning(
-                "consul upkeep of %s/%s failed, retrying: %s",
-                instance.name,
-                instance.id,
-                exc,
-                exc_info=not isinstance(exc, RegistryError),
-            )
+        except Exception as exc:  # never end the loop: the next round retries; logged once per streak
+            if instance.key not in self._failing:
+                self._failing.add(instance.key)
+                log.warning(
+                    "consul upkeep of %s/%s failed, retrying every %gs: %s",
+                    instance.name,
+                    instance.id,
+                    ttl / 3,
+                    exc,
+                    exc_info=not isinstance(exc, RegistryError),
+                )
+        else:
+            if instance.key in self._failing:
+                self._failing.discard(instance.key)
+                log.info("consul upkeep of %s/%s works again", instance.name, instance.id)
 
     async def _pass(self, service_id: str) -> bool:
         """Pass the TTL check; False when the agent no longer has it."""

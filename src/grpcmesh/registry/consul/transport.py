@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from grpcmesh._extras import require
-from grpcmesh.errors import RegistryError, RegistryUnavailableError
+from grpcmesh.errors import ConfigError, RegistryError, RegistryUnavailableError
 from grpcmesh.registry.consul.options import ConsulOptions
 
 __all__ = ["REQUEST_TIMEOUT", "ConsulHttp", "Reply", "refusal"]
@@ -119,7 +119,13 @@ def ssl_context(options: ConsulOptions) -> ssl.SSLContext | None:
     """Built once, at construction, so no certificate file is read on the event loop."""
     if options.scheme != "https":
         return None
-    context = ssl.create_default_context(cafile=options.ca)
-    if options.cert:
-        context.load_cert_chain(options.cert, options.key)
+    try:
+        context = ssl.create_default_context(cafile=options.ca)
+        if options.cert:
+            context.load_cert_chain(options.cert, options.key)
+    except (OSError, ssl.SSLError) as exc:  # unreadable, or not PEM
+        files = ", ".join(
+            f"{k}={v!r}" for k, v in (("ca", options.ca), ("cert", options.cert), ("key", options.key)) if v
+        )
+        raise ConfigError(f"registry: consul TLS files ({files}) cannot be used: {exc}") from None
     return context

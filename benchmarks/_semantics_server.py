@@ -1,0 +1,82 @@
+"""An Echo ``MeshServer`` in its own process for the call-semantics benchmarks.
+
+Each Unary call: with ``--fail-percent`` it fails that share of calls with UNAVAILABLE;
+otherwise it burns ``--work-ms`` of CPU on the event loop (a server with a real capacity),
+then awaits ``--await-ms`` (I/O), then ``--delay-ms`` (a slow instance). ``--shedding``
+turns adaptive load shedding on. Registers in ``--registry`` with ``--ttl``; prints one JSON
+line ``{"port": N, "id": ..., "pid": ...}`` once it serves; binds 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+
+import grpc
+from _harness import ROOT  # noqa: F401 - puts src/ on sys.path
+
+from grpcmesh import Mesh
+from grpcmesh.config.models import LoggingConfig, MeshConfig
+from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+from grpcmesh.server.shedding import SheddingPolicy
+from grpcmesh.testing import EchoServicer
+
+
+class BenchEcho(EchoServicer):
+    def __init__(self, args: argparse.Namespace) -> None:
+        super().__init__(args.instance_id)
+        self.args = args
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        args = self.args
+        if args.fail_percent and random.random() * 100 < args.fail_percent:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "injected failure")
+        if args.work_ms:
+            end = time.perf_counter() + args.work_ms / 1000
+            while time.perf_counter() < end:
+                pass
+        if args.await_ms:
+            await asyncio.sleep(args.await_ms / 1000)
+        if args.delay_ms:
+            await asyncio.sleep(args.delay_ms / 1000)
+        return echo_pb2.EchoReply(message=request.message, instance_id=self.instance_id)
+
+
+async def main(args: argparse.Namespace) -> None:
+    quiet = MeshConfig(logging=LoggingConfig(enabled=False))  # no access log on the benchmark's stdout
+    async with Mesh(args.registry, config=quiet) as mesh:
+        shedding = SheddingPolicy(enabled=True) if args.shedding else None
+        server = mesh.server(
+            args.name,
+            version="v1",
+            port=0,
+            host="127.0.0.1",
+            instance_id=args.instance_id,
+            ttl=args.ttl,
+            shutdown_grace=2.0,
+            propagation_delay=0.1,
+            reflection=False,
+            shedding=shedding,
+        )
+        echo_pb2_grpc.add_EchoServicer_to_server(BenchEcho(args), server.grpc)
+        await server.start()
+        print(json.dumps({"port": server.port, "id": args.instance_id, "pid": os.getpid()}), flush=True)
+        await server.serve()
+
+
+if __name__ == "__main__":
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--registry", required=True)
+    p.add_argument("--name", default="echo")
+    p.add_argument("--instance-id", default="echo-0")
+    p.add_argument("--ttl", type=float, default=30.0)
+    p.add_argument("--delay-ms", type=float, default=0.0)
+    p.add_argument("--await-ms", type=float, default=0.0)
+    p.add_argument("--work-ms", type=float, default=0.0)
+    p.add_argument("--fail-percent", type=float, default=0.0)
+    p.add_argument("--shedding", action="store_true")
+    asyncio.run(main(p.parse_args()))

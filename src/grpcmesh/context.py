@@ -1,0 +1,240 @@
+"""What an incoming call hands on to the calls its handler makes: deadline and request context.
+
+A mesh server binds the incoming call's deadline and an allowlist of its metadata
+(``x-request-id`` and W3C ``baggage`` by default) to a :class:`contextvars.ContextVar` while
+the handler runs. Mesh channels read it on every call, so a handler's own calls inherit
+the caller's remaining time (less a small margin for the hop back) and its request id
+without any extra argument. Tasks the handler spawns copy the context too; code that
+starts background work which must outlive the call wraps the spawn in :func:`detached`.
+
+Credentials are never carried over, even if a user adds them to the allowlist: each hop
+authenticates as itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from grpcmesh.errors import ConfigError
+
+log = logging.getLogger("grpcmesh.context")
+
+__all__ = [
+    "DEFAULT_DEADLINE_MARGIN",
+    "DEFAULT_PROPAGATED_KEYS",
+    "NEVER_PROPAGATED",
+    "REQUEST_ID_HEADER",
+    "IncomingCall",
+    "Outgoing",
+    "Propagation",
+    "current",
+    "current_request_id",
+    "detached",
+    "spawn_detached",
+]
+
+REQUEST_ID_HEADER = "x-request-id"
+TIMEOUT_HEADER = "x-mesh-timeout-ms"
+"""The timeout a mesh channel gave a call, so the server can tell how long it queued (load shedding)."""
+DEFAULT_PROPAGATED_KEYS: tuple[str, ...] = (REQUEST_ID_HEADER, "baggage")
+DEFAULT_DEADLINE_MARGIN = 0.01
+"""Seconds kept back from an inherited deadline, so the reply can travel back before the caller gives up."""
+
+NEVER_PROPAGATED = frozenset(
+    {
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "x-service-key",
+        "service-auth-key",
+        "x-mesh-caller",
+        "x-mesh-caller-token",
+        "x-api-key",
+        "x-mesh-timeout-ms",
+    }
+)
+"""Keys that identify, authenticate or time one hop; forwarding them would let a callee act as
+its caller (or misreport how long a call queued)."""
+
+MAX_PROPAGATED_VALUE = 8192
+"""Longer values are not forwarded (a hostile caller must not make every downstream header huge)."""
+
+Metadata = tuple[tuple[str, str | bytes], ...]
+_T = TypeVar("_T")
+
+
+def _is_secret(key: str) -> bool:
+    return key in NEVER_PROPAGATED or key.startswith(("grpc-", ":")) or "token" in key or "secret" in key
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingCall:
+    """The part of an incoming call its handler's outgoing calls inherit."""
+
+    deadline: float | None
+    """``time.monotonic()`` instant the caller gives up, or None without a deadline."""
+    metadata: Metadata
+    """Allowlisted metadata to forward, in the caller's order."""
+
+    def time_remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    @property
+    def request_id(self) -> str | None:
+        for key, value in self.metadata:
+            if key == REQUEST_ID_HEADER:
+                return value if isinstance(value, str) else value.decode("utf-8", "replace")
+        return None
+
+
+_incoming: contextvars.ContextVar[IncomingCall | None] = contextvars.ContextVar("grpcmesh_incoming_call", default=None)
+
+
+def current() -> IncomingCall | None:
+    """The incoming call the running code serves, or None (outside a handler, or detached)."""
+    return _incoming.get()
+
+
+def current_request_id() -> str | None:
+    """The request id of the incoming call the running code serves (for logs and spans)."""
+    call = _incoming.get()
+    return None if call is None else call.request_id
+
+
+@contextlib.contextmanager
+def detached() -> Iterator[None]:
+    """Within this block, and in tasks created in it, calls inherit no deadline or request context.
+
+    ``with grpcmesh.context.detached(): asyncio.create_task(refresh_cache())`` starts work
+    that may outlive the call without being cut short by the caller's deadline.
+    """
+    token = _incoming.set(None)
+    try:
+        yield
+    finally:
+        _incoming.reset(token)
+
+
+def spawn_detached(coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+    """``asyncio.create_task(coro)`` in a context without the incoming call (see :func:`detached`)."""
+    with detached():
+        return asyncio.get_running_loop().create_task(coro)
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """What an outgoing call should use: a timeout (None for none) and extra metadata to append."""
+
+    timeout: float | None
+    inherited: bool
+    """True when ``timeout`` came from the incoming call's deadline rather than the caller's own."""
+    metadata: Metadata
+
+
+_NOTHING_TO_ADD = Outgoing(None, False, ())
+
+
+class Propagation:
+    """One mesh's propagation settings: which keys to forward, the margin, request-id generation."""
+
+    __slots__ = ("_keys", "generate_request_id", "margin")
+
+    def __init__(
+        self,
+        keys: Iterable[str] = DEFAULT_PROPAGATED_KEYS,
+        *,
+        margin: float = DEFAULT_DEADLINE_MARGIN,
+        generate_request_id: bool = True,
+    ) -> None:
+        if margin < 0:
+            raise ConfigError(f"deadline_margin: {margin!r} must be >= 0 seconds")
+        chosen: list[str] = []
+        for key in keys:
+            if not isinstance(key, str) or not key.strip():
+                raise ConfigError(f"context_propagation: {key!r} must be a metadata key such as 'x-tenant'")
+            low = key.strip().lower()
+            if _is_secret(low):
+                log.warning("context_propagation: %r belongs to one hop and is never propagated; ignoring it", low)
+            elif low not in chosen:
+                chosen.append(low)
+        self._keys = frozenset(chosen)
+        self.margin = margin
+        self.generate_request_id = generate_request_id
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return self._keys
+
+    # -- server side --------------------------------------------------------------------
+
+    def incoming(self, metadata: Sequence[tuple[str, Any]] | None, time_remaining: float | None) -> IncomingCall:
+        """The :class:`IncomingCall` for a call with ``metadata`` and ``time_remaining`` seconds left."""
+        kept: list[tuple[str, str | bytes]] = []
+        has_id = False
+        for key, value in metadata or ():
+            if key in self._keys and isinstance(value, (str, bytes)) and len(value) <= MAX_PROPAGATED_VALUE:
+                if key == REQUEST_ID_HEADER:
+                    if has_id:
+                        continue
+                    has_id = True
+                kept.append((key, value))
+        if not has_id and self.generate_request_id and REQUEST_ID_HEADER in self._keys:
+            kept.append((REQUEST_ID_HEADER, uuid.uuid4().hex))
+        deadline = None if time_remaining is None else time.monotonic() + time_remaining
+        return IncomingCall(deadline, tuple(kept))
+
+    @staticmethod
+    def bind(call: IncomingCall) -> contextvars.Token[IncomingCall | None]:
+        """Bind ``call`` in the current context (the handler's task); undo with :meth:`unbind`."""
+        return _incoming.set(call)
+
+    @staticmethod
+    def unbind(token: contextvars.Token[IncomingCall | None]) -> None:
+        _incoming.reset(token)
+
+    @contextlib.contextmanager
+    def serving(self, call: IncomingCall) -> Iterator[IncomingCall]:
+        """Bind ``call`` for the handler's duration."""
+        token = _incoming.set(call)
+        try:
+            yield call
+        finally:
+            _incoming.reset(token)
+
+    # -- client side --------------------------------------------------------------------
+
+    def outgoing(self, timeout: float | None, metadata: Any) -> Outgoing:
+        """Timeout and metadata for a call made now with the caller's ``timeout`` and ``metadata``.
+
+        The inherited budget is the incoming call's remaining time less the margin; the call
+        gets whichever of it and ``timeout`` is shorter. A result with ``timeout <= 0``
+        means the budget is spent: the caller must fail the call without sending it.
+        """
+        call = _incoming.get()
+        if call is None:
+            return _NOTHING_TO_ADD if timeout is None else Outgoing(timeout, False, ())
+        inherited = False
+        if call.deadline is not None:
+            budget = call.deadline - time.monotonic() - self.margin
+            if timeout is None or budget < timeout:
+                timeout, inherited = budget, True
+        if not call.metadata:
+            return Outgoing(timeout, inherited, ())
+        present = {key.lower() for key, _ in metadata or ()}
+        extra = tuple((key, value) for key, value in call.metadata if key not in present)
+        return Outgoing(timeout, inherited, extra)
+
+
+def merged_metadata(metadata: Any, extra: Metadata) -> Any:
+    """``metadata`` with ``extra`` appended (a new tuple; the caller's object is not changed)."""
+    if not extra:
+        return metadata
+    return (*tuple(metadata or ()), *extra)

@@ -1,0 +1,303 @@
+"""The client half of the middleware: the mesh's concerns run as ONE observation per call.
+
+``MeshChannel``'s call engine asks its observer to ``begin`` each call once, before the
+first attempt (:class:`ClientObservation`): the concerns see a :class:`ClientCall`, may add
+metadata (auth headers, ``traceparent``), and return what to call with the final status.
+Retries inside the call are not separate calls here. For plain ``grpc.aio`` channels,
+:func:`client_interceptors` runs the same observers as grpc.aio interceptors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
+
+import grpc
+
+from grpcmesh._rpc import RpcType
+from grpcmesh.client.calls import status_of
+from grpcmesh.middleware.behavior import split_method
+
+if TYPE_CHECKING:
+    from grpcmesh.client.calls import CallFinish, CallOptions, MethodSpec
+
+log = logging.getLogger("grpcmesh.middleware")
+
+
+class ClientCall:
+    """One outgoing call as the client concerns see it; observers may add ``metadata``.
+
+    ``caller`` is the calling mesh service ("" when unknown), ``callee`` the mesh service the
+    channel targets ("" on a plain channel); ``trace_id`` is filled by tracing for the access log.
+    """
+
+    __slots__ = (
+        "_given",
+        "_metadata",
+        "callee",
+        "caller",
+        "code",
+        "error",
+        "full_method",
+        "method",
+        "rpc_type",
+        "service",
+        "started",
+        "target",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        full_method: str,
+        rpc_type: RpcType,
+        metadata: Any,
+        target: str | None = None,
+        caller: str = "",
+        callee: str = "",
+    ) -> None:
+        self.full_method = full_method
+        self.rpc_type = rpc_type
+        self._given = metadata
+        self._metadata: grpc.aio.Metadata | None = metadata if isinstance(metadata, grpc.aio.Metadata) else None
+        self.target = target
+        self.caller = caller
+        self.callee = callee
+        self.service, self.method = split_method(full_method)
+        self.started = time.perf_counter()
+        self.code: grpc.StatusCode | None = None
+        self.error: BaseException | None = None
+        self.trace_id: str | None = None
+
+    @property
+    def metadata(self) -> grpc.aio.Metadata:
+        """The call's outgoing metadata, copied from the caller's on first use (observers that
+        only read or add nothing never pay for the copy; the caller's object is never modified)."""
+        found = self._metadata
+        if found is None:
+            given = self._given
+            found = self._metadata = grpc.aio.Metadata(*given) if given else grpc.aio.Metadata()
+        return found
+
+    @property
+    def copied_metadata(self) -> grpc.aio.Metadata | None:
+        """The metadata if an observer touched it (to send instead of the caller's), else ``None``."""
+        return self._metadata
+
+    @property
+    def duration(self) -> float:
+        return time.perf_counter() - self.started
+
+
+ClientFinish = Callable[[ClientCall], None]
+ClientObserver = Callable[[ClientCall], ClientFinish | None]
+"""Called when a call starts (may add metadata); returns what to call once its code is known, or ``None``."""
+
+
+def _start(observers: Sequence[ClientObserver], call: ClientCall) -> list[ClientFinish]:
+    finishers = []
+    for observe in observers:
+        try:
+            finish = observe(call)
+        except Exception:
+            log.exception("client observer failed at the start of %s; skipping it for this call", call.full_method)
+            continue
+        if finish is not None:
+            finishers.append(finish)
+    return finishers
+
+
+def _end(finishers: list[ClientFinish], call: ClientCall, code: grpc.StatusCode, error: BaseException | None) -> None:
+    call.code = code
+    call.error = error
+    for finish in reversed(finishers):
+        try:
+            finish(call)
+        except Exception:
+            log.exception("client observer failed at the end of %s", call.full_method)
+
+
+class ClientObservation:
+    """The mesh's client concerns, in order, as the ``CallObserver`` of its channels.
+
+    ``caller`` is this mesh's service name (for the ``caller`` label and the access log).
+    """
+
+    def __init__(self, observers: Sequence[ClientObserver], caller: str = "") -> None:
+        self.observers = tuple(observers)
+        self.caller = caller
+
+    def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
+        # A tuple view of the caller's metadata: never modified; copied only if an observer writes.
+        given = options.metadata
+        call = ClientCall(spec.method, spec.kind, tuple(given) if given else None, None, self.caller, callee)
+        finishers = _start(self.observers, call)
+        copied = call.copied_metadata
+        if copied is not None:
+            options.metadata = copied
+        if not finishers:
+            return None
+
+        def finish(code: grpc.StatusCode, error: BaseException | None) -> None:
+            _end(finishers, call, code, error)
+
+        return finish
+
+
+# -------------------------------------------------------------- grpc.aio interceptors (plain channels)
+
+
+class _OwnedMetadata(grpc.aio.Metadata):
+    """Metadata an interceptor here copied from the caller's: later interceptors of ours may add to
+    it in place instead of copying it again (the caller's own object is never modified)."""
+
+
+class _InterceptedCalls:
+    """Runs the observers around a call of any kind; the four interceptor classes share it."""
+
+    def __init__(self, observers: Sequence[ClientObserver], target: str | None) -> None:
+        self._observers = tuple(observers)
+        self._target = target
+        self._pending: set[asyncio.Task[None]] = set()
+
+    def begin(
+        self, details: grpc.aio.ClientCallDetails, rpc_type: RpcType
+    ) -> tuple[ClientCall, list[ClientFinish], Any]:
+        method = details.method.decode() if isinstance(details.method, bytes) else details.method
+        given = details.metadata
+        if isinstance(given, _OwnedMetadata):
+            # An outer interceptor of ours already copied the caller's metadata: share its copy.
+            metadata: grpc.aio.Metadata = given
+            new_details = details
+        else:
+            metadata = _OwnedMetadata(*tuple(given or ()))
+            new_details = grpc.aio.ClientCallDetails(
+                details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
+            )
+        call = ClientCall(method, rpc_type, metadata, self._target)
+        return call, _start(self._observers, call), new_details
+
+    async def unary_unary(self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any) -> Any:
+        """Waits for the outcome before returning the call, so it is recorded before the caller sees it.
+
+        Only unary-unary may wait here: grpc.aio's ``call.write()`` waits for the interceptors to
+        return the call, so waiting for a client-streaming call's end here would deadlock.
+        """
+        call, finishers, new_details = self.begin(details, RpcType.UNARY)
+        try:
+            grpc_call = await continuation(new_details, request)
+        except BaseException as error:
+            _end(finishers, call, status_of(error), error)
+            raise
+        try:
+            await grpc_call  # the caller's own await gets the same response or error
+        except grpc.RpcError as error:
+            _end(finishers, call, status_of(error), error)
+        except BaseException as error:
+            _end(finishers, call, status_of(error), error)
+            raise
+        else:
+            _end(finishers, call, grpc.StatusCode.OK, None)
+        return grpc_call
+
+    async def streaming(
+        self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any, rpc_type: RpcType
+    ) -> Any:
+        """Returns the call at once; its end is recorded when grpc reports it done."""
+        call, finishers, new_details = self.begin(details, rpc_type)
+        try:
+            grpc_call = await continuation(new_details, request)
+        except BaseException as error:
+            _end(finishers, call, status_of(error), error)
+            raise
+        try:
+            grpc_call.add_done_callback(lambda done: self._settle_later(done, call, finishers))
+        except (AttributeError, NotImplementedError):
+            if rpc_type is RpcType.CLIENT_STREAM:
+                raise
+            # An inner interceptor returned a plain async iterator instead of a call.
+            return self._iterate(grpc_call, call, finishers)
+        return grpc_call
+
+    def _settle_later(self, grpc_call: Any, call: ClientCall, finishers: list[ClientFinish]) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(grpc_call, call, finishers))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _settle(self, grpc_call: Any, call: ClientCall, finishers: list[ClientFinish]) -> None:
+        try:
+            if call.rpc_type is RpcType.CLIENT_STREAM:
+                # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
+                # say INTERNAL for a client stream the server ended while it was still writing.
+                await grpc_call
+                code = grpc.StatusCode.OK
+            else:
+                code = await grpc_call.code()
+        except grpc.RpcError as error:
+            _end(finishers, call, status_of(error), error)
+            return
+        except BaseException as error:
+            _end(finishers, call, status_of(error), error)
+            raise
+        _end(finishers, call, code, None)
+
+    async def _iterate(self, responses: Any, call: ClientCall, finishers: list[ClientFinish]) -> AsyncIterator[Any]:
+        try:
+            async for response in responses:
+                yield response
+        except BaseException as error:
+            _end(finishers, call, status_of(error), error)
+            raise
+        _end(finishers, call, grpc.StatusCode.OK, None)
+
+
+class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: _InterceptedCalls) -> None:
+        self._core = core
+
+    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await self._core.unary_unary(continuation, client_call_details, request)
+
+
+class _UnaryStream(grpc.aio.UnaryStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: _InterceptedCalls) -> None:
+        self._core = core
+
+    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
+        return await self._core.streaming(continuation, client_call_details, request, RpcType.SERVER_STREAM)
+
+
+class _StreamUnary(grpc.aio.StreamUnaryClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: _InterceptedCalls) -> None:
+        self._core = core
+
+    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.CLIENT_STREAM)
+
+
+class _StreamStream(grpc.aio.StreamStreamClientInterceptor):  # type: ignore[type-arg]
+    def __init__(self, core: _InterceptedCalls) -> None:
+        self._core = core
+
+    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any, request_iterator: Any) -> Any:
+        return await self._core.streaming(continuation, client_call_details, request_iterator, RpcType.BIDI_STREAM)
+
+
+ClientInterceptor: TypeAlias = (
+    "grpc.aio.UnaryUnaryClientInterceptor[Any, Any] | grpc.aio.UnaryStreamClientInterceptor[Any, Any]"
+    " | grpc.aio.StreamUnaryClientInterceptor[Any, Any] | grpc.aio.StreamStreamClientInterceptor[Any, Any]"
+)
+"""Any of the four grpc.aio client interceptor kinds (what ``grpc.aio.*_channel(interceptors=...)`` takes)."""
+
+
+def client_interceptors(
+    observers: ClientObserver | Sequence[ClientObserver], target: str | None = None
+) -> list[ClientInterceptor]:
+    """Four grpc.aio client interceptors (one per RPC kind; grpc.aio files each under one kind only)
+    that run ``observers`` around every call of a plain channel. ``target`` names the peer in logs."""
+    chain = [observers] if callable(observers) else list(observers)
+    core = _InterceptedCalls(chain, target)
+    return [_UnaryUnary(core), _UnaryStream(core), _StreamUnary(core), _StreamStream(core)]

@@ -1,0 +1,75 @@
+"""W3C trace context without OpenTelemetry: parse ``traceparent``, carry an unsampled one on.
+
+Tracing needs OpenTelemetry (the ``[otel]`` extra) only for *sampled* calls. Reading the trace
+id for the access log and carrying a "not sampled" context from a served call to the calls
+its handler makes are plain string work, done here, so they cost no span objects and work
+without the extra.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import random
+import re
+import sys
+from typing import Any
+
+from grpcmesh.middleware.behavior import metadata_value
+
+TRACEPARENT = "traceparent"
+
+carried: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_unsampled_trace", default=None)
+"""The ``traceparent`` of the unsampled call being served, carried on to the calls its handler makes."""
+
+
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+def parse_traceparent(header: str | None) -> tuple[str, str, bool] | None:
+    """(trace id, parent span id, sampled) of a valid W3C ``traceparent``; ``None`` otherwise.
+
+    Version ``00`` must be exactly 55 characters; later versions may append fields (ignored).
+    """
+    if header is None:
+        return None
+    match = _TRACEPARENT.fullmatch(header)
+    if match is None:
+        return None
+    version, trace_id, span_id, flags, rest = match.groups()
+    if version == "ff" or (version == "00" and rest is not None):
+        return None
+    if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+        return None
+    return trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1)
+
+
+_SAMPLED_FLAGS = frozenset({"01", "03", "05", "07", "09", "0b", "0d", "0f"})
+
+
+def unsampled_traceparent(trace_id: str | None = None, span_id: str | None = None) -> str:
+    """A "not sampled" ``traceparent``: the given ids, or new random ones for a new trace."""
+    trace_id = trace_id or f"{random.getrandbits(128) or 1:032x}"
+    span_id = span_id or f"{random.getrandbits(64) or 1:016x}"
+    return f"00-{trace_id}-{span_id}-00"
+
+
+def trace_id_of(metadata: Any) -> str | None:
+    """The trace id in a ``traceparent`` metadata entry, as 32 hex digits (for logs)."""
+    parsed = parse_traceparent(metadata_value(metadata, TRACEPARENT))
+    return None if parsed is None else parsed[0]
+
+
+def current_trace_id() -> str | None:
+    """The trace id of the current span (or of the carried unsampled trace); ``None`` outside a trace.
+
+    OpenTelemetry is consulted only if something already imported it (no import cost otherwise).
+    """
+    otel_trace = sys.modules.get("opentelemetry.trace")
+    if otel_trace is not None:
+        context = otel_trace.get_current_span().get_span_context()
+        if context.is_valid:
+            return format(context.trace_id, "032x")
+    header = carried.get()
+    return None if header is None else header[3:35]

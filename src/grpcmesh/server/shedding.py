@@ -1,0 +1,189 @@
+"""Adaptive load shedding for an asyncio server: refuse work early instead of queueing it.
+
+An overloaded grpc.aio server does not pile calls up in Python: grpc's core holds them until
+the event loop gets round to them, so the handlers see a steady trickle and a growing wait.
+The main signal is therefore each call's *queueing delay*: mesh channels send the timeout
+they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when the handler
+starts tells how much of it was spent waiting. As CoDel does for packets, once that delay
+stays above ``max_queue_delay`` for ``interval``, calls are refused until it falls again —
+refusing is cheap, so the queue drains and the calls that are admitted are served promptly.
+
+The second signal covers handlers that pile up in Python (calls that await a lot): the
+event loop's lag (how late a timer fires). The shedder samples that lag with a small
+probe task and, like Kratos' BBR limiter, estimates how many calls the server can hold
+at once from what it recently achieved: ``max completions per second * min latency``
+(Little's law), over a sliding window. While the loop lags more than ``max_lag`` — and for
+``cooldown`` seconds after the last shed, so the limit does not flap — a call that would
+push the in-flight count over that estimate (and over ``minimum_in_flight``) is refused at
+once with RESOURCE_EXHAUSTED, costing the server almost nothing. A server that is not
+lagging never sheds, whatever its in-flight count.
+
+Limitation: handlers that never ``await`` run one at a time, so their in-flight count stays
+near zero and this shedder (by design) lets them through; give such work to a thread pool
+or a ``maximum_concurrent_rpcs`` limit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from grpcmesh._tasks import cancel_and_wait
+from grpcmesh.errors import ConfigError
+
+log = logging.getLogger("grpcmesh.server")
+
+NEVER_SHED_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+"""Health checks and reflection must answer even when the server is overloaded."""
+
+
+def never_shed(full_method: str) -> bool:
+    return full_method.startswith(NEVER_SHED_PREFIXES)
+
+
+@dataclass(frozen=True)
+class SheddingPolicy:
+    """When a server refuses calls (see the module docstring)."""
+
+    enabled: bool = False
+    max_queue_delay: float = 0.02
+    """Queueing delay (seconds) a call may have had before its handler starts, persistently."""
+    interval: float = 0.1
+    """How long the queueing delay must stay above ``max_queue_delay`` before calls are refused."""
+    max_lag: float = 0.05
+    """Event-loop lag (seconds) above which the server counts as overloaded."""
+    cooldown: float = 1.0
+    minimum_in_flight: int = 2
+    window: float = 2.0
+    probe_interval: float = 0.05
+
+    def __post_init__(self) -> None:
+        for key in ("max_queue_delay", "interval", "max_lag", "cooldown", "window", "probe_interval"):
+            value = getattr(self, key)
+            if not value > 0:
+                raise ConfigError(f"shedding.{key}: {value!r} must be > 0 seconds")
+        if self.minimum_in_flight < 1:
+            raise ConfigError(f"shedding.minimum_in_flight: {self.minimum_in_flight!r} must be >= 1")
+
+
+_BUCKETS = 10
+
+
+class LoadShedder:
+    """Admission control for one server: :meth:`admit`, then :meth:`finished` when an admitted call ends."""
+
+    def __init__(self, policy: SheddingPolicy | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.policy = policy or SheddingPolicy()
+        self._clock = clock
+        self._bucket_width = self.policy.window / _BUCKETS
+        self._passed = [0] * _BUCKETS
+        self._min_latency = [math.inf] * _BUCKETS
+        self._current = math.floor(clock() / self._bucket_width)
+        self.in_flight = 0
+        self.lag = 0.0
+        self.shed = 0
+        self._last_shed = -math.inf
+        self._above_since: float | None = None
+        """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
+        self._probe: asyncio.Task[None] | None = None
+
+    # -- the lag probe -------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start sampling the event loop's lag (needs a running loop)."""
+        if self.policy.enabled and self._probe is None:
+            self._probe = asyncio.get_running_loop().create_task(self._sample_lag(), name="grpcmesh-shedding-probe")
+
+    async def stop(self) -> None:
+        await cancel_and_wait((self._probe,))
+        self._probe = None
+
+    async def _sample_lag(self) -> None:
+        interval = self.policy.probe_interval
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                before = loop.time()
+                await asyncio.sleep(interval)
+                self.observe_lag(max(0.0, loop.time() - before - interval))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the probe must never die
+                log.exception("load-shedding lag probe failed; continuing")
+                with contextlib.suppress(Exception):
+                    await asyncio.sleep(interval)
+
+    def observe_lag(self, lag: float) -> None:
+        """One lag sample: rises at once, decays over a few samples."""
+        self.lag = lag if lag > self.lag else self.lag + 0.3 * (lag - self.lag)
+
+    # -- the window of achieved throughput and latency -------------------------------------
+
+    def _slot(self) -> int:
+        index = math.floor(self._clock() / self._bucket_width)
+        if index != self._current:
+            for step in range(1, min(index - self._current, _BUCKETS) + 1):
+                slot = (self._current + step) % _BUCKETS
+                self._passed[slot] = 0
+                self._min_latency[slot] = math.inf
+            self._current = index
+        return index % _BUCKETS
+
+    def limit(self) -> int:
+        """In-flight calls the server has shown it can hold: max rate * min latency, at least the floor."""
+        self._slot()
+        max_rate = max(self._passed) / self._bucket_width
+        min_latency = min(self._min_latency)
+        estimate = 0 if math.isinf(min_latency) else math.ceil(max_rate * min_latency)
+        return max(self.policy.minimum_in_flight, estimate)
+
+    # -- per call ------------------------------------------------------------------------
+
+    def admit(self, queued: float | None = None) -> bool:
+        """True (and the call counted in flight) if the server should take the call.
+
+        ``queued`` is how long the call waited before its handler started, when known.
+        """
+        if not self.policy.enabled:
+            return True
+        now = self._clock()
+        if queued is not None and self._queue_too_long(queued, now):
+            return self._refuse(now)
+        limiting = (
+            (queued is not None and queued > self.policy.max_queue_delay)
+            or self.lag > self.policy.max_lag
+            or now - self._last_shed < self.policy.cooldown
+        )
+        if limiting and self.in_flight >= self.limit():
+            return self._refuse(now)
+        self.in_flight += 1
+        return True
+
+    def _queue_too_long(self, queued: float, now: float) -> bool:
+        if queued <= self.policy.max_queue_delay:
+            self._above_since = None
+            return False
+        if self._above_since is None:
+            self._above_since = now
+            return False
+        return now - self._above_since >= self.policy.interval
+
+    def _refuse(self, now: float) -> bool:
+        self._last_shed = now
+        self.shed += 1
+        return False
+
+    def finished(self, latency: float) -> None:
+        """An admitted call ended after ``latency`` seconds."""
+        if not self.policy.enabled:
+            return
+        self.in_flight = max(0, self.in_flight - 1)
+        slot = self._slot()
+        self._passed[slot] += 1
+        if latency < self._min_latency[slot]:
+            self._min_latency[slot] = latency

@@ -1,0 +1,161 @@
+"""The adaptive load shedder (grpcmesh.server.shedding) on a fake clock, and its lag probe."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from grpcmesh import Registry
+from grpcmesh.client import MeshChannel
+from grpcmesh.client.settings import CallSettings
+from grpcmesh.client.throttle import ThrottlePolicy
+from grpcmesh.errors import ConfigError
+from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+from grpcmesh.server import MeshServer, ServerSettings
+from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
+from grpcmesh.testing import EchoServicer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shedder(**policy: object) -> tuple[LoadShedder, Clock]:
+    clock = Clock()
+    return LoadShedder(SheddingPolicy(enabled=True, **policy), clock), clock  # type: ignore[arg-type]
+
+
+def test_a_server_that_does_not_lag_never_sheds() -> None:
+    load, _ = shedder(minimum_in_flight=2)
+    assert all(load.admit() for _ in range(1000))
+    assert load.in_flight == 1000
+    assert load.shed == 0
+
+
+def test_a_lagging_server_sheds_above_its_shown_capacity() -> None:
+    load, clock = shedder(minimum_in_flight=2, window=1.0, max_lag=0.05, cooldown=1.0)
+    # It has shown 100 calls per 0.1 s bucket (1000/s) at 10 ms: capacity about 10 in flight.
+    for _ in range(100):
+        assert load.admit()
+        load.finished(0.01)
+    load.observe_lag(0.2)
+    admitted = sum(load.admit() for _ in range(50))
+    assert admitted == 10
+    assert load.shed == 40
+    # Calls finish, lag falls: within the cooldown the limit still holds, after it nothing is shed.
+    for _ in range(10):
+        load.finished(0.01)
+    for _ in range(30):
+        load.observe_lag(0.0)
+    assert load.lag < 0.05
+    limit = load.limit()  # 110 calls in one 0.1 s bucket at 10 ms: 11
+    assert limit == 11
+    assert sum(load.admit() for _ in range(20)) == limit  # still limited within the cooldown
+    clock.now += 1.5
+    assert all(load.admit() for _ in range(20))
+
+
+def test_disabled_shedder_admits_everything() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=False))
+    load.observe_lag(10.0)
+    assert all(load.admit() for _ in range(100))
+
+
+def test_health_and_reflection_are_never_shed() -> None:
+    assert never_shed("/grpc.health.v1.Health/Check")
+    assert never_shed("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+    assert not never_shed("/pkg.Orders/Create")
+
+
+async def test_the_lag_probe_sees_a_blocked_loop() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, probe_interval=0.01))
+    load.start()
+    try:
+        await asyncio.sleep(0.05)
+        time.sleep(0.3)  # block the loop on purpose
+        await asyncio.sleep(0.02)
+        assert load.lag >= 0.2
+    finally:
+        await load.stop()
+
+
+@pytest.mark.parametrize("bad", [{"max_lag": 0}, {"minimum_in_flight": 0}, {"window": -1}])
+def test_bad_policies_are_config_errors(bad: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        SheddingPolicy(**bad)  # type: ignore[arg-type]
+
+
+class BusyEcho(EchoServicer):
+    """Echo whose every call blocks the event loop for 20 ms, then awaits 50 ms (an overloadable server)."""
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        time.sleep(0.02)
+        await asyncio.sleep(0.05)
+        return await super().Unary(request, context)
+
+
+async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Registry) -> None:
+    policy = SheddingPolicy(enabled=True, max_lag=0.01, minimum_in_flight=1, probe_interval=0.01)
+    server = MeshServer(registry, ServerSettings(name="busy", propagation_delay=0), shedding=policy)
+    echo_pb2_grpc.add_EchoServicer_to_server(BusyEcho("busy"), server.grpc)
+    await server.start()
+    try:
+        # A mesh channel sends each call's timeout, so the server sees how long calls queue
+        # (client-side throttling off: the test is about the server); health on a plain channel.
+        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
+        async with (
+            MeshChannel(registry, "busy", settings=unthrottled) as channel,
+            grpc.aio.insecure_channel(server.target) as plain,
+        ):
+            stub = echo_pb2_grpc.EchoStub(channel)
+            health = health_pb2_grpc.HealthStub(plain)
+
+            async def call() -> grpc.StatusCode:
+                try:
+                    await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+                except grpc.aio.AioRpcError as exc:
+                    return exc.code()
+                return grpc.StatusCode.OK
+
+            flood = [asyncio.ensure_future(call()) for _ in range(80)]
+            await asyncio.sleep(0.3)
+            checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+            codes = await asyncio.gather(*flood)
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING  # health is never shed
+        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+        assert codes.count(grpc.StatusCode.OK) > 0
+        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+        assert server.shedder.shed == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        assert server.shedder.in_flight == 0
+    finally:
+        await server.stop()
+
+
+def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
+    load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=10)
+    assert load.admit(queued=0.5)  # the first late call starts the clock, it is not refused
+    clock.now += 0.05
+    assert load.admit(queued=0.5)
+    clock.now += 0.06
+    assert not load.admit(queued=0.5)  # late for longer than the interval: refused
+    assert load.admit(queued=0.001)  # a prompt call ends the episode
+    clock.now += 0.2
+    assert load.admit(queued=0.5)
+
+
+def test_queueing_delay_is_read_from_the_mesh_timeout_header() -> None:
+    from grpcmesh.server.call_context import queueing_delay
+
+    assert queueing_delay((("x-mesh-timeout-ms", "1000"),), 0.75) == pytest.approx(0.25)
+    assert queueing_delay((("x-mesh-timeout-ms", "not a number"),), 0.75) is None
+    assert queueing_delay((("x-mesh-timeout-ms", "-5"),), 0.75) is None
+    assert queueing_delay((), 0.75) is None
+    assert queueing_delay((("x-mesh-timeout-ms", "1000"),), None) is None
