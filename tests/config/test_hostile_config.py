@@ -274,6 +274,12 @@ def test_booleans_are_not_numbers(section: str, key: str) -> None:
     assert f"{section}.{key}" in config_error(document)
 
 
+def test_booleans_are_not_numbers_in_client_settings() -> None:
+    message = config_error({"client": {"outlier": {"consecutive_failures": True}, "throttle": {"k": False}}})
+    assert "client.outlier.consecutive_failures" in message
+    assert "client.throttle.k" in message
+
+
 def test_numbers_from_interpolation_and_env_still_parse() -> None:
     env = {"GRPCMESH_TRACING_SAMPLE_RATE": "0.5"}
     config = parse_config({"service": {"name": "svc", "port": "${PORT:-0}"}}, env=env)

@@ -16,8 +16,9 @@ import pydantic
 
 from grpcmesh.config.documents import MAX_BYTES, load_yaml
 from grpcmesh.config.env import apply_env_overrides
+from grpcmesh.config.fields import KeyProblem
 from grpcmesh.config.interpolate import InterpolationError, interpolate
-from grpcmesh.config.models import KeyProblem, MeshConfig, known_keys
+from grpcmesh.config.models import MeshConfig, known_keys
 from grpcmesh.config.paths import format_path
 from grpcmesh.config.secrets import is_secret_path, may_hold_secret
 from grpcmesh.errors import ConfigError, InvalidInstanceError
