@@ -2,7 +2,7 @@
 
 Each policy picks as the channel uses it: ``pick`` then ``call_started``/``call_finished``
 (p2c needs that feedback; the others ignore it), with a request key for consistent hash.
-The baseline, timed in the same interleaved rounds, is the seed's ``ServiceLoadBalancer.Next``
+The baseline, timed in the same interleaved rounds, is the original Go design's ``ServiceLoadBalancer.Next``
 (an index modulo the endpoint list), so the ratio shows what each policy adds to the cheapest
 possible pick. Weights vary (1..10 x 100) so weighted round robin has work to do.
 """
@@ -39,8 +39,8 @@ def endpoints(n: int) -> list[Endpoint]:
     ]
 
 
-def seed_round_robin(eps: Sequence[Endpoint]) -> Callable[[int], object]:
-    """The seed's ``ServiceLoadBalancer.Next``: an atomic counter modulo the list."""
+def index_modulo_round_robin(eps: Sequence[Endpoint]) -> Callable[[int], object]:
+    """The original Go design's ``ServiceLoadBalancer.Next``: an atomic counter modulo the list."""
     state = [0]
 
     def pick(i: int) -> object:
@@ -85,7 +85,9 @@ async def main(args: argparse.Namespace, report: Report) -> None:
     results: dict[tuple[str, int], list[float]] = {}
     for n in sizes:
         eps = endpoints(n)
-        pickers = {"seed (baseline)": seed_round_robin(eps)} | {p: policy_picker(p, eps, keys) for p in policies}
+        pickers = {"index modulo (baseline)": index_modulo_round_robin(eps)} | {
+            p: policy_picker(p, eps, keys) for p in policies
+        }
         for picker in pickers.values():
             time_picks(picker, picks // 10 + 1)  # warm up
         rng = random.Random(n)
@@ -95,7 +97,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             for name in order:
                 results.setdefault((name, n), []).append(time_picks(pickers[name], picks))
 
-    names = ["seed (baseline)", *policies]
+    names = ["index modulo (baseline)", *policies]
     report.line(f"### Balancer pick cost: µs per pick (median of {rounds} interleaved rounds of {picks} picks)")
     report.line()
     report.line("Each pick includes the `call_started`/`call_finished` feedback the channel gives the policy.")
@@ -121,7 +123,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 figure=f"5. pick cost, {name} at {'/'.join(str(n) for n in sizes)} endpoints",
                 goal=f"no number in the issue; O(1)/O(log n): at most {MAX_GROWTH:.0f}x from {sizes[0]} to {sizes[-1]}",
                 measured=" / ".join(f"{v:.2f} µs" for v in values)
-                + f" ({values[-1] / values[0]:.1f}x; seed round robin {median(results[(names[0], sizes[-1])]):.2f} µs)",
+                + f" ({values[-1] / values[0]:.1f}x; index modulo {median(results[(names[0], sizes[-1])]):.2f} µs)",
                 met=values[-1] / values[0] <= MAX_GROWTH,
                 command=command(SCRIPT),
                 details={"us_per_pick": dict(zip(sizes, values, strict=True))},

@@ -117,6 +117,7 @@ KEYS: dict[str, list[str]] = {
     "tracing": ["enabled", "otlp_endpoint", "sample_rate"],
     "metrics": ["enabled", "prometheus_port", "host"],
     "logging": ["enabled", "format", "level"],
+    "client": ["balancing", "timeout", "method_timeouts", "retry_methods", "outlier", "throttle", "keepalive"],
 }
 
 

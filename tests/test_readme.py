@@ -6,7 +6,7 @@ Conventions (the README's authors follow them; see the "README rules" of the pro
   ``<!-- file: NAME -->`` blocks of the same ``##`` section that come before it are written there;
 * ``<!-- file: NAME -->`` right before a block writes that block to ``NAME`` instead of running it;
 * ``<!-- fragment -->`` right before a block marks it as not runnable on its own: a python
-  fragment is only compiled, any other fragment is skipped;
+  fragment is only compiled (top-level ``await`` allowed), any other fragment is skipped;
 * in ```console / ```sh blocks, ``$ grpcmesh ...`` lines are run against the CLI when they end by
   themselves (``ls``, ``xds bootstrap``, ``certs dev``, ``--help``); for commands that run until
   stopped or need running services (``demo``, ``dashboard``, ``xds serve``, ``call``...), the
@@ -17,6 +17,7 @@ Each test is named after the README line its block starts on, and failures say t
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import os
 import re
@@ -149,7 +150,8 @@ CLI_BLOCKS = [b for b in BLOCKS if b.lang in ("console", "sh", "shell", "bash") 
 def test_python_block_runs(block: Block, tmp_path: Path) -> None:
     if block.fragment:
         try:
-            compile(block.text, block.where, "exec")
+            # A fragment may await at top level (it stands for the inside of a coroutine).
+            compile(block.text, block.where, "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT)
         except SyntaxError as exc:
             pytest.fail(f"{block.where}: fragment does not compile: {exc}")
         return

@@ -174,7 +174,7 @@ class Mesh:
     ) -> MeshChannel:
         """The shared :class:`MeshChannel` to service ``name``; generated stubs use it unchanged.
 
-        One channel per (name, filter, policy) for the whole process (the seed's
+        One channel per (name, filter, policy) for the whole process (the original Go design's
         ``ClientManager``), carrying this mesh's client interceptors and TLS settings, and the
         call semantics the config gives ``name`` (:meth:`call_settings`: the ``client:``
         section with the keys of its ``dependencies:`` entry — balancing when ``policy`` is

@@ -1,6 +1,6 @@
 """The service model: one running instance of a service, and its stable JSON wire encoding.
 
-``ServiceInstance`` is the seed's ``ServiceInfo`` plus ``weight`` and ``health``. Every
+``ServiceInstance`` is the original Go design's ``ServiceInfo`` plus ``weight`` and ``health``. Every
 registry backend stores exactly the bytes of :func:`encode_instance`, so an instance written
 by one version of grpcmesh can be read by another: the encoding carries a format version,
 readers ignore fields they do not know and default optional fields that are missing.

@@ -49,7 +49,7 @@ def children_of(pid: int) -> list[int]:
 def test_run_all_lists_every_benchmark_script() -> None:
     on_disk = {p.name for p in BENCH.glob("bench_*.py")}
     assert {script for script, _ in SCRIPTS} == on_disk
-    assert sum(budget for _, budget in SCRIPTS) < 600, "make bench must stay under 10 minutes"
+    assert sum(budget for _, budget in SCRIPTS) < 900, "make bench must stay under 15 minutes"
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ import pytest
 from grpcmesh import ConfigError
 from grpcmesh.config import load_config, parse_config
 from grpcmesh.config.documents import MAX_BYTES, MAX_DEPTH, MAX_NODES
+from grpcmesh.config.loader import MAX_PROBLEMS
 from grpcmesh.config.secrets import is_secret_name, redact_address, redact_url
 
 CANARY = "CANARY-7f3a9c-s3cr3t"
@@ -96,6 +97,34 @@ def test_oversize_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="larger than"):
         load_config(path, env={})
     assert "at most" in config_error("# " + "x" * MAX_BYTES)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "x: [" + "1," * 400_000 + "]\n",
+        "x:\n" + "- 1\n" * 200_000,
+        "".join(f"k{i}: v\n" for i in range(120_000)),
+    ],
+)
+def test_long_flat_documents_are_refused_while_composing(text: str) -> None:
+    tracemalloc.start()
+    try:
+        message = config_error(text[:MAX_BYTES])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert f"expands to more than {MAX_NODES} values" in message
+    assert peak < 100 * 1024 * 1024  # at most MAX_NODES nodes are ever built
+
+
+def test_thousands_of_bad_keys_are_summarised() -> None:
+    document = {f"k{i}": "v" for i in range(15_000)}
+    with pytest.raises(ConfigError) as info:
+        parse_config(document, env={})
+    assert len(info.value.problems) == MAX_PROBLEMS
+    assert str(info.value).startswith("<config>: 15000 configuration problems:")
+    assert str(info.value).endswith(f"... and {15_000 - MAX_PROBLEMS} more")
 
 
 def test_interpolated_output_is_bounded() -> None:
@@ -243,6 +272,12 @@ def test_booleans_are_not_numbers(section: str, key: str) -> None:
     if section == "service":
         document[section]["name"] = "svc"
     assert f"{section}.{key}" in config_error(document)
+
+
+def test_booleans_are_not_numbers_in_client_settings() -> None:
+    message = config_error({"client": {"outlier": {"consecutive_failures": True}, "throttle": {"k": False}}})
+    assert "client.outlier.consecutive_failures" in message
+    assert "client.throttle.k" in message
 
 
 def test_numbers_from_interpolation_and_env_still_parse() -> None:

@@ -19,8 +19,8 @@ from grpcmesh.errors import ConfigError
 MAX_BYTES = 1024 * 1024
 """Largest configuration document accepted (1 MiB; real ones are a few KiB)."""
 
-MAX_NODES = 100_000
-"""Most values (scalars, mappings, lists) a document may hold with every alias expanded."""
+MAX_NODES = 20_000
+"""Most values (scalars, mappings, lists) a document may hold with every alias expanded (real ones: hundreds)."""
 
 MAX_DEPTH = 32
 """Deepest nesting accepted (configuration sections are at most four or five levels deep)."""
@@ -39,6 +39,15 @@ class _StrictLoader(yaml.SafeLoader):
     Nesting is refused while scanning, before the parser and composer recurse into it (they
     would hit Python's recursion limit, slowly, on a line of ten thousand ``[``).
     """
+
+    composed = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        # Counted while composing too, so a long flat list is refused before it is all in memory.
+        self.composed += 1
+        if self.composed > MAX_NODES:
+            raise _TooLarge(_too_many(), self.get_mark())
+        return super().compose_node(parent, index)
 
     def fetch_flow_collection_start(self, TokenClass: Any) -> None:
         if self.flow_level >= MAX_DEPTH:
@@ -130,11 +139,7 @@ def _check_expanded_size(root: yaml.Node) -> None:
                 count += child_count
                 height = max(height, child_height + 1)
                 if count > MAX_NODES:
-                    raise _TooLarge(
-                        f"the configuration expands to more than {MAX_NODES} values (through YAML aliases?); "
-                        "write it out plainly",
-                        node.start_mark,
-                    )
+                    raise _TooLarge(_too_many(), node.start_mark)
                 if depth + height > MAX_DEPTH:
                     raise _TooLarge(f"nested more than {MAX_DEPTH} levels deep", node.start_mark)
             active.discard(id(node))
@@ -142,6 +147,10 @@ def _check_expanded_size(root: yaml.Node) -> None:
         return count, height
 
     measure(root, 0)
+
+
+def _too_many() -> str:
+    return f"the configuration expands to more than {MAX_NODES} values (through YAML aliases?); write it out plainly"
 
 
 def _where(mark: yaml.Mark | None) -> str:

@@ -16,8 +16,9 @@ import pydantic
 
 from grpcmesh.config.documents import MAX_BYTES, load_yaml
 from grpcmesh.config.env import apply_env_overrides
+from grpcmesh.config.fields import KeyProblem
 from grpcmesh.config.interpolate import InterpolationError, interpolate
-from grpcmesh.config.models import KeyProblem, MeshConfig, known_keys
+from grpcmesh.config.models import MeshConfig, known_keys
 from grpcmesh.config.paths import format_path
 from grpcmesh.config.secrets import is_secret_path, may_hold_secret
 from grpcmesh.errors import ConfigError, InvalidInstanceError
@@ -65,23 +66,33 @@ def parse_config(
     try:
         return MeshConfig.model_validate(resolved)
     except pydantic.ValidationError as exc:
-        problems = _problems(exc, overridden)
-        raise _config_error(source, problems) from None
+        problems, more = _problems(exc, overridden)
+        raise _config_error(source, problems, more) from None
 
 
-def _config_error(source: str, problems: list[tuple[str, str]]) -> ConfigError:
-    if len(problems) == 1:
+MAX_PROBLEMS = 20
+"""Problems described in one error; a document with thousands of bad keys gets a count of the rest."""
+
+
+def _config_error(source: str, problems: list[tuple[str, str]], more: int = 0) -> ConfigError:
+    if len(problems) == 1 and not more:
         path, problem = problems[0]
         message = f"{source}: {path}: {problem}"
     else:
         lines = "\n".join(f"  {path}: {problem}" for path, problem in problems)
-        message = f"{source}: {len(problems)} configuration problems:\n{lines}"
+        tail = f"\n  ... and {more} more" if more else ""
+        message = f"{source}: {len(problems) + more} configuration problems:\n{lines}{tail}"
     return ConfigError(message, file=source, problems=tuple(problems))
 
 
-def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> list[tuple[str, str]]:
+def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> tuple[list[tuple[str, str]], int]:
+    """The first :data:`MAX_PROBLEMS` distinct problems, and how many more errors there were."""
     problems: list[tuple[str, str]] = []
-    for error in exc.errors():
+    seen: set[tuple[str, str]] = set()
+    errors = exc.errors()
+    for index, error in enumerate(errors):
+        if len(problems) >= MAX_PROBLEMS:
+            return problems, len(errors) - index
         loc = [part for part in error["loc"] if part != "[key]"]
         is_key = "[key]" in error["loc"]
         path = format_path(loc)
@@ -101,9 +112,10 @@ def _problems(exc: pydantic.ValidationError, overridden: Mapping[str, str]) -> l
         variable = overridden.get(path)
         if variable is not None:
             problem += f" (from ${variable})"
-        if (path, problem) not in problems:
+        if (path, problem) not in seen:
+            seen.add((path, problem))
             problems.append((path, problem))
-    return problems
+    return problems, 0
 
 
 def _describe(error: Any, path: str, secret: bool) -> str:

@@ -8,109 +8,43 @@ silently ignored setting. Key names follow the original Go design (``registry.ch
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import pydantic
 
+from grpcmesh.config.client import BALANCING_POLICIES as BALANCING_POLICIES
+from grpcmesh.config.client import CLIENT_KEYS as CLIENT_KEYS
+from grpcmesh.config.client import ClientConfig as ClientConfig
+from grpcmesh.config.client import ClientOverrides as ClientOverrides
+from grpcmesh.config.client import KeepaliveConfig as KeepaliveConfig
+from grpcmesh.config.client import OutlierConfig as OutlierConfig
+from grpcmesh.config.client import RetryBudgetConfig as RetryBudgetConfig
+from grpcmesh.config.client import SheddingConfig as SheddingConfig
+from grpcmesh.config.client import SuccessRateConfig as SuccessRateConfig
+from grpcmesh.config.client import ThrottleConfig as ThrottleConfig
 from grpcmesh.config.durations import Duration
+from grpcmesh.config.fields import (
+    FilePath,
+    Host,
+    KeyProblem,
+    MethodPattern,
+    Number,
+    OptionValue,
+    Port,
+    ServiceName,
+    Version,
+    not_bool,
+)
+from grpcmesh.config.fields import Section as _Section
 from grpcmesh.config.secrets import is_secret_name, redact_address, redact_url
-from grpcmesh.model import DEFAULT_WEIGHT, MAX_WEIGHT, check_address, check_service_name
+from grpcmesh.model import DEFAULT_WEIGHT, MAX_WEIGHT
 from grpcmesh.registry import BACKENDS
 
 REGISTRY_TYPES = ("memory", "sqlite", "etcd", "consul")
 """The original ``registry.type`` values; each maps to the ``open_registry`` URL scheme of the same name."""
 
 DEFAULT_REGISTRY_URL = "sqlite://"
-_VERSION_RE = re.compile(r"^\S{0,64}$")
-_PATTERN_RE = re.compile(r"^\S{1,256}$")
-
-
-class KeyProblem(ValueError):
-    """A cross-field check failed on ``key`` (a child of the model being validated)."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        self.key = key
-        self.problem = problem
-        super().__init__(problem)
-
-
-class _Section(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid")
-
-    def __repr_args__(self) -> Any:
-        # URLs and addresses may carry credentials (user:pass@, ?token=): masked in repr and str.
-        for name, value in super().__repr_args__():
-            yield name, _redacted(name, value)
-
-    @pydantic.model_serializer(mode="wrap")
-    def _redacted_dump(self, handler: pydantic.SerializerFunctionWrapHandler) -> Any:
-        # ...and in every dump, like the SecretStr fields.
-        data = handler(self)
-        if isinstance(data, dict):
-            return {key: _redacted(key, value) for key, value in data.items()}
-        return data
-
-
-def _redacted(name: str | None, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    return redact_address(value) if name is not None and name.endswith("address") else redact_url(value)
-
-
-def _not_bool(value: Any) -> Any:
-    # pydantic reads true/false as 1/0 for numbers; in a config that is always a mistake.
-    if isinstance(value, bool):
-        raise ValueError(f"{str(value).lower()} is not a number")
-    return value
-
-
-def _file_path(value: Any) -> Any:
-    if isinstance(value, str) and (not value.strip() or "\0" in value):
-        raise ValueError("must be a file path (not empty, no NUL character)")
-    return value
-
-
-def _service_name(value: str) -> str:
-    check_service_name(value)
-    return value
-
-
-def _version(value: str) -> str:
-    if not _VERSION_RE.match(value):
-        raise ValueError(f"{value!r} must be at most 64 characters with no spaces, e.g. 'v1'")
-    return value
-
-
-def _port(value: int) -> int:
-    if not 0 <= value <= 65535:
-        raise ValueError(f"{value} is not a TCP port; use 1-65535, or 0 to pick a free port")
-    return value
-
-
-def _host(value: str) -> str:
-    check_address(value)
-    return value
-
-
-ServiceName = Annotated[str, pydantic.AfterValidator(_service_name)]
-Version = Annotated[str, pydantic.AfterValidator(_version)]
-Port = Annotated[int, pydantic.BeforeValidator(_not_bool), pydantic.AfterValidator(_port)]
-Number = Annotated[float, pydantic.BeforeValidator(_not_bool)]
-FilePath = Annotated[Path, pydantic.BeforeValidator(_file_path)]
-
-
-def _option_value(value: Any) -> str | pydantic.SecretStr:
-    if not isinstance(value, (str, pydantic.SecretStr)):
-        raise ValueError("must be a string; write numbers and booleans in quotes")
-    return value
-
-
-OptionValue = Annotated[str | pydantic.SecretStr, pydantic.PlainValidator(_option_value)]
-"""A registry option: text, held as ``SecretStr`` when its name says it is a secret."""
-Host = Annotated[str, pydantic.AfterValidator(_host)]
 
 
 class ServiceConfig(_Section):
@@ -125,7 +59,7 @@ class ServiceConfig(_Section):
     advertise_address: Host | None = None
     """Address registered for clients to dial; defaults to ``host`` (or the hostname when binding all interfaces)."""
     metadata: dict[str, str] = pydantic.Field(default_factory=dict)
-    weight: Annotated[int, pydantic.BeforeValidator(_not_bool), pydantic.Field(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT
+    weight: Annotated[int, pydantic.BeforeValidator(not_bool), pydantic.Field(ge=1, le=MAX_WEIGHT)] = DEFAULT_WEIGHT
     reflection: bool = True
     shutdown_grace: Duration = 10.0
     """How long in-flight calls may run after the server stops accepting new ones."""
@@ -221,156 +155,6 @@ def _check_registry_url(url: str, key: str = "url") -> None:
                 raise KeyProblem(key, f"port {port!r} in {host!r} is not a TCP port; use 1-65535")
 
 
-BALANCING_POLICIES = ("round_robin", "weighted_round_robin", "p2c", "consistent_hash")
-
-
-class SuccessRateConfig(_Section):
-    """``outlier.success_rate:`` — eject an endpoint whose success rate in an interval is below ``threshold``."""
-
-    threshold: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] = 0.5
-    request_volume: Annotated[int, pydantic.Field(ge=1)] = 10
-    minimum_hosts: Annotated[int, pydantic.Field(ge=1)] = 2
-
-
-class OutlierConfig(_Section):
-    """``outlier:`` — when endpoints are ejected from balancing (gRFC A50's outlier detection)."""
-
-    consecutive_failures: Annotated[int, pydantic.Field(ge=1)] = 3
-    """UNAVAILABLE / DEADLINE_EXCEEDED / connection failures in a row that eject an endpoint."""
-    interval: Duration = 1.0
-    """How often success rates and latencies are compared."""
-    base_ejection_time: Duration = 1.0
-    max_ejection_time: Duration = 30.0
-    max_ejection_percent: Annotated[int, pydantic.Field(ge=0, le=100)] = 50
-    success_rate: SuccessRateConfig | None = pydantic.Field(default_factory=SuccessRateConfig)
-    """null disables success-rate ejection."""
-    latency_factor: Annotated[float, pydantic.Field(gt=1.0)] | None = 5.0
-    """Eject an endpoint whose mean latency is over this many times the median; null disables."""
-
-    @pydantic.model_validator(mode="after")
-    def _check_times(self) -> OutlierConfig:
-        if not 0 < self.base_ejection_time <= self.max_ejection_time:
-            raise KeyProblem("base_ejection_time", "must be > 0 and <= max_ejection_time")
-        if self.interval <= 0:
-            raise KeyProblem("interval", "must be > 0")
-        return self
-
-
-class ThrottleConfig(_Section):
-    """``throttle:`` — client-side adaptive throttling (the Google SRE algorithm)."""
-
-    enabled: bool = True
-    k: Annotated[float, pydantic.Field(ge=1.0)] = 1.5
-    window: Duration = 10.0
-    minimum_requests: Annotated[int, pydantic.Field(ge=0)] = 20
-
-
-class RetryBudgetConfig(_Section):
-    """``retry_budget:`` — retries of ``retry_methods`` limited to a share of recent calls (Finagle's)."""
-
-    ratio: Annotated[float, pydantic.Field(ge=0.0, le=1.0)] = 0.2
-    minimum_per_second: Annotated[float, pydantic.Field(ge=0.0)] = 10.0
-    window: Duration = 10.0
-
-
-class KeepaliveConfig(_Section):
-    """``keepalive:`` — HTTP/2 pings on each sub-channel while calls run, to notice a frozen peer."""
-
-    time: Duration = 5.0
-    timeout: Duration = 3.0
-
-
-def _header_name(value: str) -> str:
-    if not re.fullmatch(r"[0-9a-z_.-]{1,128}", value):
-        raise ValueError(f"{value!r} must be a lower-case metadata key such as 'x-user-id'")
-    return value
-
-
-HeaderName = Annotated[str, pydantic.AfterValidator(_header_name)]
-MethodPattern = Annotated[str, pydantic.AfterValidator(lambda v: _method_pattern(v))]
-
-CLIENT_KEYS = (
-    "balancing",
-    "timeout",
-    "method_timeouts",
-    "retry_methods",
-    "wait_for_ready",
-    "hash_header",
-    "outlier",
-    "throttle",
-    "retry_budget",
-    "keepalive",
-)
-"""Keys a ``dependencies:`` entry may set to override the top-level ``client:`` defaults."""
-
-
-class ClientOverrides(_Section):
-    """The per-dependency client keys; unset ones take the ``client:`` section's values."""
-
-    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] | None = None
-    timeout: Duration | None = None
-    """Default deadline of calls that pass no timeout."""
-    method_timeouts: dict[MethodPattern, Duration] | None = None
-    """Method pattern ('/pkg.Service/Method', '/pkg.Service/*') → default deadline; overrides ``timeout``."""
-    retry_methods: list[MethodPattern] | None = None
-    """Method patterns safe to send again after they may have run (idempotent)."""
-    wait_for_ready: bool | None = None
-    hash_header: HeaderName | None = None
-    """Metadata key whose value is the consistent-hash key."""
-    outlier: OutlierConfig | None = None
-    throttle: ThrottleConfig | None = None
-    retry_budget: RetryBudgetConfig | None = None
-    keepalive: KeepaliveConfig | None = None
-
-
-class ClientConfig(_Section):
-    """``client:`` — defaults for every channel (each ``dependencies:`` entry may override them)."""
-
-    balancing: Literal["round_robin", "weighted_round_robin", "p2c", "consistent_hash"] | None = None
-    """Unset means round_robin (or the ``default_policy`` a program gives its ``Mesh``)."""
-    timeout: Duration | None = None
-    method_timeouts: dict[MethodPattern, Duration] = pydantic.Field(default_factory=dict)
-    retry_methods: list[MethodPattern] = pydantic.Field(default_factory=list)
-    wait_for_ready: bool = False
-    hash_header: HeaderName = "x-mesh-hash-key"
-    outlier: OutlierConfig = pydantic.Field(default_factory=OutlierConfig)
-    throttle: ThrottleConfig = pydantic.Field(default_factory=ThrottleConfig)
-    retry_budget: RetryBudgetConfig = pydantic.Field(default_factory=RetryBudgetConfig)
-    keepalive: KeepaliveConfig = pydantic.Field(default_factory=KeepaliveConfig)
-    context_propagation: list[HeaderName] = pydantic.Field(default_factory=lambda: ["x-request-id", "baggage"])
-    """Metadata keys carried from an incoming call to the calls its handler makes (credentials never are)."""
-    deadline_margin: Duration = 0.01
-    """Kept back from an inherited deadline for the reply's way back."""
-
-    def for_dependency(self, dependency: ClientOverrides | None) -> ClientConfig:
-        """These defaults with the keys ``dependency`` sets (sub-sections merged key by key)."""
-        if dependency is None:
-            return self
-        update: dict[str, Any] = {}
-        for key in dependency.model_fields_set & set(CLIENT_KEYS):
-            value = getattr(dependency, key)
-            if value is None:
-                continue
-            base = getattr(self, key)
-            if isinstance(value, pydantic.BaseModel) and isinstance(base, pydantic.BaseModel):
-                value = base.model_copy(update={k: getattr(value, k) for k in value.model_fields_set})
-            update[key] = value
-        return self.model_copy(update=update)
-
-
-class SheddingConfig(_Section):
-    """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED when the event loop lags."""
-
-    enabled: bool = False
-    max_queue_delay: Duration = 0.02
-    """Queueing delay before the handler starts that, kept up for ``interval``, makes the server refuse calls."""
-    interval: Duration = 0.1
-    max_lag: Duration = 0.05
-    cooldown: Duration = 1.0
-    minimum_in_flight: Annotated[int, pydantic.Field(ge=1)] = 2
-    window: Duration = 2.0
-
-
 class DependencyConfig(ClientOverrides):
     """One ``dependencies:`` entry: a service this one calls (and, optionally, how to call it)."""
 
@@ -379,12 +163,6 @@ class DependencyConfig(ClientOverrides):
     """Empty matches any version; ``v1`` matches ``v1`` and ``v1.x...``."""
     required: bool = True
     """Required dependencies gate readiness (NOT_SERVING until one healthy instance exists)."""
-
-
-def _method_pattern(value: str) -> str:
-    if not _PATTERN_RE.match(value):
-        raise ValueError(f"{value!r} must be a method pattern without spaces, e.g. '/pkg.Service/*'")
-    return value
 
 
 class SecurityConfig(_Section):
@@ -398,9 +176,7 @@ class SecurityConfig(_Section):
     """CA bundle that signs peer certificates (needed for mTLS)."""
     client_auth: bool = False
     """Require and verify client certificates (mTLS)."""
-    allowed_callers: dict[ServiceName, list[Annotated[str, pydantic.AfterValidator(_method_pattern)]]] = pydantic.Field(
-        default_factory=dict
-    )
+    allowed_callers: dict[ServiceName, list[MethodPattern]] = pydantic.Field(default_factory=dict)
     """Caller service -> method patterns it may call; empty allows every authenticated caller."""
     public_reflection: bool = False
     """With ``service_auth_key`` set, also serve reflection (every method's full schema) to callers without the key."""

@@ -1,4 +1,4 @@
-"""Round-robin (the seed's policy): each endpoint in turn, starting at a random offset.
+"""Round-robin (the original Go design's policy): each endpoint in turn, starting at a random offset.
 
 The random start keeps many clients that start together from all hitting the first
 endpoint first.

@@ -5,8 +5,8 @@ most 128 characters drawn from ``[A-Za-z0-9_-]`` and not starting with ``consul-
 at most 512 characters. A grpcmesh instance (metadata, endpoints, dependencies, weight,
 health) easily outgrows one value, so it is stored as:
 
-* ``endpoints`` and ``dependencies``: comma-joined, exactly as the seed writes them, so tools
-  that only know the seed's layout keep working (left out when longer than one value allows);
+* ``endpoints`` and ``dependencies``: comma-joined, exactly as the original Go design writes them, so tools
+  that only know the original Go design's layout keep working (left out when longer than one value allows);
 * ``grpcmesh-owner``: a random token of the registry object that registered it, so a second
   live owner of the same id is noticed (and an old owner never deregisters its successor);
 * ``grpcmesh-chunks``: how many chunks follow, and ``grpcmesh-0`` … ``grpcmesh-N``: the
