@@ -36,9 +36,14 @@ class WarnOnce:
         return True
 
     def warning(self, logger: logging.Logger, key: Hashable, message: str, *args: object) -> None:
-        """``logger.warning(message, *args)`` unless ``key`` was warned about already."""
+        """``logger.warning(message, *args)`` unless ``key`` was warned about already.
+
+        Exceptions among ``args`` are logged as their text: a log record keeps its arguments,
+        and an exception would keep its traceback's frames (a RecursionError from a hostile
+        record holds about a thousand) alive in any handler that stores records.
+        """
         if self.first(key):
-            logger.warning(message, *args)
+            logger.warning(message, *(str(a) if isinstance(a, BaseException) else a for a in args))
 
     def forget(self, key: Hashable) -> None:
         self._seen.pop(key, None)
