@@ -205,12 +205,12 @@ class _MeshCall:
         if sub is None:  # nowhere else to go
             if fallback is not None:
                 return fallback
-            error = self._error
-            assert error is not None  # only after a failed attempt
-            explained = self._explained(error)
-            if explained is error:
-                raise error
-            raise explained from error
+            failure = self._error
+            assert failure is not None  # only after a failed attempt
+            explained = self._explained(failure)
+            if explained is failure:
+                raise failure
+            raise explained from failure
         return sub
 
     def _start_attempt(self, sub: SubChannel, request: Any) -> Any:
