@@ -5,7 +5,10 @@ does not, so this is the number to compare before/after a change to the hot path
 configuration makes ``--calls`` calls (64 in flight) per round, rounds interleaved; the
 server's CPU is read from ``/proc/PID/stat`` (its own process, so only its work counts).
 
-    .venv/bin/python benchmarks/cpu_per_call.py [--calls 3000] [--rounds 3]
+    .venv/bin/python benchmarks/cpu_per_call.py [--calls 3000] [--rounds 3] [--alone auth,logging]
+
+``--alone`` adds, per named concern (tracing, logging, metrics, auth), a mesh channel running
+only that concern against a ``MeshServer`` running only its server half (tracing at 10%).
 """
 
 from __future__ import annotations
@@ -77,6 +80,14 @@ async def main(args: argparse.Namespace) -> None:
                 mw10[1],
             ),
         }
+        for concern in filter(None, args.alone.split(",")):
+            port, pid = await server(f"echo-{concern}", "--stack", concern, "--sample-rate", "0.1")
+            await registry.register(ServiceInstance(name=concern, id=concern, address="127.0.0.1", port=port))
+            observer = _middleware.client_observer(concern, 0.1)
+            configs[f"mesh + {concern} alone -> {concern} server"] = (
+                MeshChannel(registry, concern, observer=observer),
+                pid,
+            )
         results: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in configs}
         for channel, _ in configs.values():
             await load(echo_pb2_grpc.EchoStub(channel), 300)  # warm up: connect, fill caches
@@ -106,4 +117,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--alone", default="", help="comma-separated concerns to add alone: tracing,logging,metrics,auth"
+    )
     asyncio.run(main(parser.parse_args()))

@@ -114,3 +114,22 @@ def test_bad_settings_are_config_errors() -> None:
     with pytest.raises(ConfigError):
         Propagation(["  "])
     assert REQUEST_ID_HEADER == "x-request-id"
+
+
+def test_request_id_is_generated_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Binding a call without an x-request-id must not pay for a uuid4 unless the id is used."""
+    made: list[int] = []
+    real = context.uuid.uuid4
+
+    def counting() -> object:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(context.uuid, "uuid4", counting)
+    call = Propagation().incoming([("baggage", "b")], None)
+    assert made == []
+    request_id = call.request_id
+    assert request_id is not None
+    assert call.metadata == (("baggage", "b"), (REQUEST_ID_HEADER, request_id))
+    assert call.request_id == request_id  # generated once, then the same
+    assert made == [1]

@@ -75,14 +75,39 @@ def _is_secret(key: str) -> bool:
     return key in NEVER_PROPAGATED or key.startswith(("grpc-", ":")) or "token" in key or "secret" in key
 
 
-@dataclass(frozen=True, slots=True)
 class IncomingCall:
-    """The part of an incoming call its handler's outgoing calls inherit."""
+    """The part of an incoming call its handler's outgoing calls inherit.
 
-    deadline: float | None
-    """``time.monotonic()`` instant the caller gives up, or None without a deadline."""
-    metadata: Metadata
-    """Allowlisted metadata to forward, in the caller's order."""
+    A request id the caller did not send is generated on first use of :attr:`metadata` (or
+    :attr:`request_id`), not per call: most handlers never forward or log it, and a
+    ``uuid4`` per call was the largest part of binding the call context.
+    """
+
+    __slots__ = ("_generate_id", "_metadata", "deadline")
+
+    def __init__(self, deadline: float | None, metadata: Metadata, *, generate_request_id: bool = False) -> None:
+        self.deadline = deadline
+        """``time.monotonic()`` instant the caller gives up, or None without a deadline."""
+        self._metadata = metadata
+        self._generate_id = generate_request_id
+
+    @property
+    def metadata(self) -> Metadata:
+        """Allowlisted metadata to forward, in the caller's order (a generated request id last)."""
+        if self._generate_id:
+            self._generate_id = False
+            self._metadata = (*self._metadata, (REQUEST_ID_HEADER, uuid.uuid4().hex))
+        return self._metadata
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, IncomingCall):
+            return NotImplemented
+        return (self.deadline, self.metadata) == (other.deadline, other.metadata)
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"IncomingCall(deadline={self.deadline!r}, metadata={self.metadata!r})"
 
     def time_remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -186,10 +211,9 @@ class Propagation:
                         continue
                     has_id = True
                 kept.append((key, value))
-        if not has_id and self.generate_request_id and REQUEST_ID_HEADER in self._keys:
-            kept.append((REQUEST_ID_HEADER, uuid.uuid4().hex))
+        generate = not has_id and self.generate_request_id and REQUEST_ID_HEADER in self._keys
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
-        return IncomingCall(deadline, tuple(kept))
+        return IncomingCall(deadline, tuple(kept), generate_request_id=generate)
 
     @staticmethod
     def bind(call: IncomingCall) -> contextvars.Token[IncomingCall | None]:

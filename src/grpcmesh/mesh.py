@@ -197,6 +197,7 @@ class Mesh:
                 self.registry,
                 interceptors=self.client_interceptors,
                 credentials=mesh_channel_credentials(self.config.security),
+                security=self.config.security if self.config.security.tls_enabled else None,
                 observer=self.middleware.client_observation,
                 **options,
             )

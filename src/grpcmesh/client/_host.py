@@ -14,7 +14,9 @@ engine's extension points, in the order a call meets them:
    accounting (outlier ejection, balancer load, throttling);
 5. :meth:`CallHost.may_retry` — whether a failed attempt moves to another endpoint (retry budget);
 6. :meth:`CallHost.ensure_connected` — client-streaming kinds only: the chosen endpoint's
-   connection must be ready before the caller's stream is handed to it.
+   connection must be ready before the caller's stream is handed to it;
+7. :meth:`CallHost.explain_failure` — the error a call that failed before any response
+   ends with (a refused TLS handshake gets its likely cause).
 """
 
 from __future__ import annotations
@@ -37,9 +39,11 @@ from grpcmesh.client.throttle import AdaptiveThrottle
 from grpcmesh.discovery.balancers import Balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError
+from grpcmesh.security.tls import handshake_hint
 
 if TYPE_CHECKING:
     from grpcmesh.client.calls import CallFinish, CallObserver, CallOptions, MethodSpec
+    from grpcmesh.config import SecurityConfig
 
 log = logging.getLogger("grpcmesh.client")
 
@@ -60,6 +64,7 @@ class CallHost:
         drain_grace: float,
         connect_timeout: float,
         observer: CallObserver | None,
+        security: SecurityConfig | None = None,
     ) -> None:
         self.watcher = watcher
         self.service = watcher.service
@@ -75,6 +80,8 @@ class CallHost:
         self._drain_grace = drain_grace
         self._connect_timeout = connect_timeout
         self.observer = observer
+        self.security = security
+        """The TLS settings the sub-channels' credentials came from (None: no handshake hints)."""
         self.subs: dict[str, SubChannel] = {}
         self.draining: set[SubChannel] = set()
         self._next_check = self.outliers.next_evaluation
@@ -333,6 +340,28 @@ class CallHost:
             self.retries += 1
             log.debug("retrying %s on another endpoint of %s after: %s", method, self.service, error.details())
         return retry
+
+    # -- 7. failures ----------------------------------------------------------------------
+
+    def explain_failure(self, error: BaseException) -> BaseException:
+        """``error``, or for a call that failed before any response on a TLS channel with gRPC's
+        bare ``UNAVAILABLE ... Socket closed`` (or an SSL failure), a :class:`MeshRpcError` whose
+        details add the likely cause of the refused handshake (the original is its ``__cause__``)."""
+        security = self.security
+        if (
+            security is None
+            or not isinstance(error, grpc.aio.AioRpcError)
+            or isinstance(error, MeshRpcError)
+            or error.code() is not grpc.StatusCode.UNAVAILABLE
+        ):
+            return error
+        details = error.details() or ""
+        hint = handshake_hint(details, security)
+        if hint is None:
+            return error
+        explained = MeshRpcError(error.code(), f"{details} (likely cause: {hint})")
+        explained.__cause__ = error
+        return explained
 
     # -- 6. connection before a client stream ---------------------------------------------------
 

@@ -129,6 +129,8 @@ class _MeshCall:
         self._sub: SubChannel | None = None  # the attempt in progress, until _end_attempt
         self._started = 0.0
         self._first: Any = _NOTHING
+        self._answered = False  # a response has reached the caller (no handshake hint after that)
+        self._explanation: BaseException | None = None  # the failure with its likely cause, if any
         self._ended = False
         self._status_task: asyncio.Task[None] | None = None
         self._finish = host.begin_call(spec, options)
@@ -168,7 +170,10 @@ class _MeshCall:
                 self._end_attempt(error)
                 self._error = error
                 if exclude is not None or not host.may_retry(self._spec.method, error):
-                    raise
+                    explained = self._explained(error)
+                    if explained is error:
+                        raise
+                    raise explained from error
                 exclude = {sub.id}
                 sub = None
                 continue
@@ -200,8 +205,12 @@ class _MeshCall:
         if sub is None:  # nowhere else to go
             if fallback is not None:
                 return fallback
-            assert self._error is not None  # only after a failed attempt
-            raise self._error
+            failure = self._error
+            assert failure is not None  # only after a failed attempt
+            explained = self._explained(failure)
+            if explained is failure:
+                raise failure
+            raise explained from failure
         return sub
 
     def _start_attempt(self, sub: SubChannel, request: Any) -> Any:
@@ -273,6 +282,14 @@ class _MeshCall:
         else:
             self._end_call(MeshRpcError(code, await call.details()))
 
+    def _explained(self, error: BaseException) -> BaseException:
+        """The error the caller sees for a call that failed before any response: a refused TLS
+        handshake's likely cause added (then ``code()``/``details()`` report it too)."""
+        explained = self._host.explain_failure(error)
+        if explained is not error:
+            self._explanation = explained
+        return explained
+
     def _fail(self, error: BaseException) -> None:
         """A failure of the mesh's own (no endpoint, deadline spent): the status comes from ``error``."""
         self._error = error
@@ -330,6 +347,8 @@ class _MeshCall:
 
     async def code(self) -> grpc.StatusCode:
         await self._wait_finished()
+        if isinstance(self._explanation, grpc.aio.AioRpcError):
+            return self._explanation.code()
         if self._call is not None:
             return await self._call.code()  # type: ignore[no-any-return]
         if isinstance(self._error, grpc.aio.AioRpcError):
@@ -338,6 +357,8 @@ class _MeshCall:
 
     async def details(self) -> str:
         await self._wait_finished()
+        if isinstance(self._explanation, grpc.aio.AioRpcError):
+            return self._explanation.details() or ""
         if self._call is not None:
             return await self._call.details()  # type: ignore[no-any-return]
         if isinstance(self._error, grpc.aio.AioRpcError):
@@ -362,6 +383,7 @@ class _ResponseStream(_MeshCall):
     async def read(self) -> Any:
         await self._task
         if self._first is not _NOTHING:
+            self._answered = True
             message, self._first = self._first, _NOTHING
             if message is EOF:
                 self._ended_with(None)
@@ -370,7 +392,11 @@ class _ResponseStream(_MeshCall):
             message = await self._call.read()
         except BaseException as error:
             self._ended_with(error)
-            raise
+            explained = error if self._answered else self._explained(error)
+            if explained is error:
+                raise
+            raise explained from error
+        self._answered = True
         if message is EOF:
             self._ended_with(None)
         return message
@@ -403,7 +429,13 @@ class _RequestStream(_MeshCall):
 
     async def write(self, request: Any) -> None:
         await self._task
-        await self._call.write(request)
+        try:
+            await self._call.write(request)
+        except grpc.aio.AioRpcError as error:
+            explained = error if self._answered else self._explained(error)
+            if explained is error:
+                raise
+            raise explained from error
 
     async def done_writing(self) -> None:
         await self._task
@@ -426,7 +458,10 @@ class MeshStreamUnaryCall(_RequestStream, grpc.aio.StreamUnaryCall):  # type: ig
             response = await self._call
         except BaseException as error:
             self._ended_with(error)
-            raise
+            explained = self._explained(error)
+            if explained is error:
+                raise
+            raise explained from error
         self._ended_with(None)
         return response
 

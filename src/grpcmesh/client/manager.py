@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Collection, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -29,6 +29,9 @@ from grpcmesh.discovery.balancers import POLICIES
 from grpcmesh.discovery.endpoints import EndpointFilter
 from grpcmesh.errors import ConfigError
 from grpcmesh.registry.base import Registry
+
+if TYPE_CHECKING:
+    from grpcmesh.config import SecurityConfig
 
 ChannelKey = tuple[str, EndpointFilter, str]
 
@@ -51,6 +54,7 @@ class ClientManager:
         drain_grace: float = DEFAULT_DRAIN_GRACE,
         observer: CallObserver | None = None,
         settings_for: Callable[[str], CallSettings] | None = None,
+        security: SecurityConfig | None = None,
     ) -> None:
         if default_policy not in POLICIES:
             raise ConfigError(
@@ -68,6 +72,7 @@ class ClientManager:
             "outlier": outlier,
             "drain_grace": drain_grace,
             "observer": observer,
+            "security": security,
         }
         self.default_policy = default_policy
         self._settings_for = settings_for

@@ -103,11 +103,13 @@ class ServerAuth:
         if service_key is None and policy is None:
             raise ConfigError("security: the auth interceptor needs service_auth_key, a caller policy, or both")
         self._key = service_key
+        self._key_bytes = service_key.encode() if service_key is not None else b""
         self._policy = {caller: tuple(patterns) for caller, patterns in (policy or {}).items()}
         self._enforce_policy = policy is not None
         self._exempt = tuple(exempt)
         self._max_clock_skew = max_clock_skew
-        self._verified: dict[str, str] = {}
+        self._verified: dict[str, tuple[bytes, int]] = {}
+        """Each caller's last verified token (as bytes) and its signing second."""
         self._decisions: dict[tuple[str, str], bool] = {}
 
     def __repr__(self) -> str:  # never the key
@@ -142,7 +144,7 @@ class ServerAuth:
             given = header(SERVICE_KEY_HEADER) or header(SEED_SERVICE_KEY_HEADER)
             if given is None:
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "missing service key")
-            if not hmac.compare_digest(given.encode(), self._key.encode()):
+            if not hmac.compare_digest(given.encode(), self._key_bytes):
                 raise _Refusal(grpc.StatusCode.UNAUTHENTICATED, "invalid service key")
         identities = self._identities(header, context)
         if not self._enforce_policy:
@@ -182,14 +184,14 @@ class ServerAuth:
         """``verify_caller``, remembering each caller's last good token: a client signs once per
         second, so most calls repeat it. A repeat is compared in constant time and its clock
         skew checked again; only a new token pays for the HMAC."""
+        given = token.encode()
         known = self._verified.get(caller)
-        if known is not None and hmac.compare_digest(known.encode(), token.encode()):
-            seconds = int(token.partition(".")[0])
-            return abs(time.time() - seconds) <= self._max_clock_skew
+        if known is not None and hmac.compare_digest(known[0], given):
+            return abs(time.time() - known[1]) <= self._max_clock_skew
         if not verify_caller(caller, token, key, self._max_clock_skew):
             return False
         if caller in self._verified or len(self._verified) < _MAX_KNOWN_CALLERS:
-            self._verified[caller] = token
+            self._verified[caller] = (given, int(token.partition(".")[0]))  # verified: the prefix is an int
         return True
 
 
@@ -237,26 +239,27 @@ class ClientAuth:
             raise ConfigError("service.name: a signed caller identity needs security.service_auth_key")
         self._key = service_key
         self._caller = caller
-        self._token = ("", -1)
+        self._headers: tuple[tuple[str, str], ...] = ((SERVICE_KEY_HEADER, service_key),) if service_key else ()
+        self._signed: tuple[tuple[tuple[str, str], ...], int] = ((), -1)
+        """The headers with the current caller token, and the second it was signed."""
 
     def __repr__(self) -> str:  # never the key
         return f"<ClientAuth caller={self._caller!r}>"
 
-    def _current_token(self, caller: str, key: str) -> str:
+    def _current_headers(self, caller: str, key: str) -> tuple[tuple[str, str], ...]:
+        """Key, caller and a caller token signed this second (built once per second, not per call)."""
         now = int(time.time())
-        token, second = self._token
+        headers, second = self._signed
         if second != now:
             token = sign_caller(caller, key, now)
-            self._token = (token, now)
-        return token
+            headers = (*self._headers, (CALLER_HEADER, caller), (CALLER_TOKEN_HEADER, token))
+            self._signed = (headers, now)
+        return headers
 
     def observe_client(self, call: ClientCall) -> None:
         key = self._key
         if key is not None:
-            call.metadata.set_all(SERVICE_KEY_HEADER, [key])
-            if self._caller is not None:
-                call.metadata.set_all(CALLER_HEADER, [self._caller])
-                call.metadata.set_all(CALLER_TOKEN_HEADER, [self._current_token(self._caller, key)])
+            call.put_headers(self._headers if self._caller is None else self._current_headers(self._caller, key))
 
 
 def auth_client_interceptors(service_key: str | None, caller: str | None = None) -> list[ClientInterceptor]:

@@ -35,6 +35,7 @@ class ClientCall:
     """
 
     __slots__ = (
+        "_added",
         "_given",
         "_metadata",
         "callee",
@@ -62,6 +63,7 @@ class ClientCall:
         self.full_method = full_method
         self.rpc_type = rpc_type
         self._given = metadata
+        self._added: tuple[tuple[str, Any], ...] = ()
         self._metadata: grpc.aio.Metadata | None = metadata if isinstance(metadata, grpc.aio.Metadata) else None
         self.target = target
         self.caller = caller
@@ -79,13 +81,36 @@ class ClientCall:
         found = self._metadata
         if found is None:
             given = self._given
-            found = self._metadata = grpc.aio.Metadata(*given) if given else grpc.aio.Metadata()
+            found = self._metadata = grpc.aio.Metadata(*(given or ()), *self._added)
         return found
 
+    def put_headers(self, headers: tuple[tuple[str, Any], ...]) -> None:
+        """Set each of ``headers`` (replacing the caller's value of that key, like ``set_all``).
+
+        The common case (the caller sent none of these keys) only remembers the tuple: no
+        ``grpc.aio.Metadata`` is built, and the call sends the caller's items plus these.
+        """
+        found = self._metadata
+        if found is None:
+            present = (*(self._given or ()), *self._added)
+            if not present or not any(key == item[0] for key, _ in headers for item in present):
+                self._added = (*self._added, *headers) if self._added else headers
+                return
+            found = self.metadata
+        for key, value in headers:
+            found.set_all(key, [value])
+
     @property
-    def copied_metadata(self) -> grpc.aio.Metadata | None:
-        """The metadata if an observer touched it (to send instead of the caller's), else ``None``."""
-        return self._metadata
+    def copied_metadata(self) -> Any:
+        """What to send instead of the caller's metadata if an observer added to it, else ``None``."""
+        found = self._metadata
+        if found is not None:
+            return found
+        added = self._added
+        if added:
+            given = self._given
+            return (*given, *added) if given else added
+        return None
 
     @property
     def duration(self) -> float:

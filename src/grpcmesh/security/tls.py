@@ -84,13 +84,18 @@ def handshake_hint(details: str, security: SecurityConfig) -> str | None:
     this turns the common cases (no client certificate for an mTLS server, plaintext against
     TLS and the reverse, an untrusted server certificate) into one sentence saying what to set.
     """
-    if "CERTIFICATE_VERIFY_FAILED" in details:
+    if "CERTIFICATE_VERIFY_FAILED" in details or "certificate signature failure" in details:
         return (
             "the server's certificate is not signed by a CA this client trusts; "
             "set security.ca_file (or --ca) to the CA that signed it"
         )
     if "WRONG_VERSION_NUMBER" in details and security.tls_enabled:
         return "the server does not speak TLS; turn TLS off for it (tls_enabled: false, or --no-tls)"
+    if "Tls handshake failed" in details and security.tls_enabled:
+        return (
+            "the TLS handshake failed; check that each side trusts the CA that signed the other's "
+            "certificate (security.ca_file) and that the server's certificate names the address called"
+        )
     if "Socket closed" not in details:
         return None
     if not security.tls_enabled:
