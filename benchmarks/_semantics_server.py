@@ -49,7 +49,7 @@ class BenchEcho(EchoServicer):
 async def main(args: argparse.Namespace) -> None:
     quiet = MeshConfig(logging=LoggingConfig(enabled=False))  # no access log on the benchmark's stdout
     async with Mesh(args.registry, config=quiet) as mesh:
-        shedding = SheddingPolicy(enabled=True) if args.shedding else None
+        shedding = SheddingPolicy(enabled=True, **json.loads(os.environ.get("SHED_POLICY", "{}"))) if args.shedding else None
         server = mesh.server(
             args.name,
             version="v1",
@@ -61,6 +61,8 @@ async def main(args: argparse.Namespace) -> None:
             propagation_delay=0.1,
             reflection=False,
             shedding=shedding,
+            maximum_concurrent_rpcs=args.max_concurrent,
+            options=[(k, int(v)) for k, v in (o.split("=", 1) for o in args.option)],
         )
         echo_pb2_grpc.add_EchoServicer_to_server(BenchEcho(args), server.grpc)
         await server.start()
@@ -79,4 +81,6 @@ if __name__ == "__main__":
     p.add_argument("--work-ms", type=float, default=0.0)
     p.add_argument("--fail-percent", type=float, default=0.0)
     p.add_argument("--shedding", action="store_true")
+    p.add_argument("--max-concurrent", type=int, default=None)
+    p.add_argument("--option", action="append", default=[])
     asyncio.run(main(p.parse_args()))

@@ -99,7 +99,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         started = await stack.enter_async_context(children())
         pids = {
             "plain": (await start_server(started, url, "plain", "plain-0", *WORK)).pid,
-            "shedding": (await start_server(started, url, "shedding", "shedding-0", *WORK, "--shedding")).pid,
+            "shedding": (await start_server(started, url, "shedding", "shedding-0", *WORK, *os.environ.get("SHED_ARGS", "--shedding").split())).pid,
         }
         registry = open_registry(url)
         stack.push_async_callback(registry.close)

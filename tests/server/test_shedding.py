@@ -141,18 +141,40 @@ async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Reg
 
 def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
     load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=10)
-    assert load.admit(queued=0.5)  # the first late call starts the clock, it is not refused
+    assert load.admit(queued=0.05)  # the first late call starts the clock, it is not refused
     clock.now += 0.05
-    assert load.admit(queued=0.5)
+    assert load.admit(queued=0.05)
     clock.now += 0.06
-    assert not load.admit(queued=0.5)  # late for longer than the interval: refused
-    assert load.admit(queued=0.001)  # a prompt call ends the episode
+    assert not load.admit(queued=0.05)  # late for longer than the interval: refused
+    assert load.admit(queued=0.001)  # a prompt call is served
     clock.now += 0.2
-    assert load.admit(queued=0.5)
+    assert not load.admit(queued=0.05)  # within the cooldown a late call is refused at once
+    clock.now += 1.0
+    assert load.admit(queued=0.001)  # after it, the queue has drained: the episode ends
+    assert load.admit(queued=0.05)  # and a late call starts a new episode's clock
+
+
+def test_while_shedding_a_late_call_is_refused_and_prompt_ones_fill_the_limit() -> None:
+    load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=3, cooldown=1.0)
+    load.admit(queued=0.05)
+    clock.now += 0.15
+    assert not load.admit(queued=0.05)  # the episode starts: shedding
+    assert load.in_flight == 1
+    assert [load.admit(queued=0.001) for _ in range(3)] == [True, True, False]  # the limit is 3
+    assert not load.admit(queued=0.03)  # late, though in flight would allow it after a finish
+    load.finished(0.01)
+    assert load.admit(queued=0.001)
+
+
+def test_a_call_that_queued_longer_than_the_interval_is_refused_at_once() -> None:
+    load, _ = shedder(max_queue_delay=0.02, interval=0.1)
+    assert load.admit(queued=0.09)  # late, but the queue may be a burst: not yet
+    assert not load.admit(queued=0.15)  # its own wait proves the queue persisted
+    assert load.admit(queued=0.001)  # prompt calls are still served
 
 
 def test_queueing_delay_is_read_from_the_mesh_timeout_header() -> None:
-    from grpcmesh.server.call_context import queueing_delay
+    from grpcmesh.server.admission import queueing_delay
 
     assert queueing_delay((("x-mesh-timeout-ms", "1000"),), 0.75) == pytest.approx(0.25)
     assert queueing_delay((("x-mesh-timeout-ms", "not a number"),), 0.75) is None

@@ -152,22 +152,23 @@ class LoadShedder:
         if not self.policy.enabled:
             return True
         now = self._clock()
-        if queued is not None and self._queue_too_long(queued, now):
-            return self._refuse(now)
-        limiting = (
-            (queued is not None and queued > self.policy.max_queue_delay)
-            or self.lag > self.policy.max_lag
-            or now - self._last_shed < self.policy.cooldown
-        )
-        if limiting and self.in_flight >= self.limit():
+        late = queued is not None and queued > self.policy.max_queue_delay
+        queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
+        if late and queueing:
+            return self._refuse(now)  # it already waited: serving it late helps nobody
+        if (queueing or self.lag > self.policy.max_lag) and self.in_flight >= self.limit():
             return self._refuse(now)
         self.in_flight += 1
         return True
 
-    def _queue_too_long(self, queued: float, now: float) -> bool:
-        if queued <= self.policy.max_queue_delay:
+    def _queue_persists(self, late: bool, now: float, queued: float) -> bool:
+        """CoDel's test: calls have been arriving late for at least ``interval`` (a call that
+        itself waited that long proves it)."""
+        if not late:
             self._above_since = None
             return False
+        if queued >= self.policy.interval:
+            return True
         if self._above_since is None:
             self._above_since = now
             return False
