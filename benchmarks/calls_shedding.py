@@ -5,6 +5,8 @@ then a 5 ms await (I/O) — one with adaptive load shedding, one without. Measur
 
 1. unloaded latency: one caller, one call at a time (p50/p99), on each server;
 2. capacity C: completed calls/s with 32 closed-loop callers on the server without shedding;
+   a third server, with grpc.aio's own ``maximum_concurrent_rpcs`` cap (``--cap``) and no
+   shedding, shows what that cheaper-looking refusal does;
 3. overload: calls started open-loop at 3*C per second (1 s deadline each) for a few seconds,
    on each server in turn, interleaved over ``--rounds``.
 
@@ -97,10 +99,15 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grpcmesh-bench-shed-")))
         url = f"sqlite://{tmp}/registry.db"
         started = await stack.enter_async_context(children())
-        pids = {
-            "plain": (await start_server(started, url, "plain", "plain-0", *WORK)).pid,
-            "shedding": (await start_server(started, url, "shedding", "shedding-0", *WORK, *os.environ.get("SHED_ARGS", "--shedding").split())).pid,
+        flags: dict[str, tuple[str, ...]] = {
+            "plain": (),
+            "shedding": ("--shedding", "--shedding-policy", args.policy),
         }
+        if args.cap:
+            flags["grpc cap"] = ("--max-concurrent", str(args.cap))
+        pids = {}
+        for name, extra in flags.items():
+            pids[name] = (await start_server(started, url, name.replace(" ", "-"), f"{name}-0", *WORK, *extra)).pid
         registry = open_registry(url)
         stack.push_async_callback(registry.close)
         # The client must not hide the server's behaviour: no throttling, no ejection.
@@ -109,8 +116,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             outlier=OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None),
         )
         stubs = {}
-        for name in ("plain", "shedding"):
-            channel = MeshChannel(registry, name, settings=settings)
+        for name in flags:
+            channel = MeshChannel(registry, name.replace(" ", "-"), settings=settings)
             stack.push_async_callback(channel.close)
             await asyncio.wait_for(channel.channel_ready(), 30)
             stubs[name] = echo_pb2_grpc.EchoStub(channel)
@@ -119,8 +126,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         saturated = await closed_loop(stubs["plain"], 32, min(3.0, seconds))
         capacity = len(saturated) / min(3.0, seconds)
         rate = 3 * capacity
-        overload: dict[str, tuple[list[float], dict[str, int]]] = {"plain": ([], {}), "shedding": ([], {})}
-        server_cpu = {"plain": 0.0, "shedding": 0.0}
+        overload: dict[str, tuple[list[float], dict[str, int]]] = {name: ([], {}) for name in flags}
+        server_cpu = dict.fromkeys(flags, 0.0)
         for _ in range(rounds):
             for name, stub in stubs.items():
                 before = cpu_seconds(pids[name])
@@ -138,16 +145,17 @@ async def main(args: argparse.Namespace, report: Report) -> None:
     report.line()
     rows = []
     figures = {}
-    for name in ("plain", "shedding"):
+    labels = {"plain": "no shedding", "shedding": "shedding", "grpc cap": f"grpc maximum_concurrent_rpcs={args.cap}"}
+    for name in overload:
         latencies, codes = overload[name]
         goodput = len(latencies) / (seconds * rounds) / capacity
         cpu = server_cpu[name]
-        base_p99 = percentile(unloaded["plain"] + unloaded["shedding"], 99)  # same work: one baseline
+        base_p99 = percentile([x for lat in unloaded.values() for x in lat], 99)  # same work: one baseline
         p99 = percentile(latencies, 99)
         figures[name] = (goodput, p99 / base_p99)
         rows.append(
             [
-                "no shedding" if name == "plain" else "shedding",
+                labels[name],
                 ms(percentile(unloaded[name], 50)),
                 ms(percentile(unloaded[name], 99)),
                 ms(base_p99),
@@ -165,7 +173,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "server",
             "unloaded p50",
             "unloaded p99",
-            "unloaded p99 (both)",
+            "unloaded p99 (all)",
             "goodput / capacity",
             "admitted p50",
             "admitted p99",
@@ -177,7 +185,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         rows,
     )
     goodput, ratio = figures["shedding"]
-    cmd = command(SCRIPT, "--seconds", str(args.seconds), "--rounds", str(args.rounds))
+    cmd = command(SCRIPT, "--seconds", str(args.seconds), "--rounds", str(args.rounds), "--cap", str(args.cap))
     report.add(
         Row(
             "server at 3x capacity: goodput with shedding (vs without)",
@@ -202,4 +210,6 @@ if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--cap", type=int, default=2, help="also measure grpc.aio's maximum_concurrent_rpcs=N (0: skip)")
+    p.add_argument("--policy", default="{}", help="SheddingPolicy fields as JSON for the shedding server")
     run(main, p.parse_args(), SCRIPT)

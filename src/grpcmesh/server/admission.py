@@ -11,10 +11,12 @@ Health checks and reflection are never wrapped, so they are never refused.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import grpc
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from grpcmesh.context import TIMEOUT_HEADER
 from grpcmesh.middleware.behavior import Behavior, Context, Handler, wrap_behavior
@@ -94,3 +96,19 @@ def _admitting_generator(behavior: Behavior, shedder: LoadShedder) -> Behavior:
             shedder.finished(time.monotonic() - started)
 
     return run
+
+
+class ShedCallsCollector(Collector):
+    """``grpcmesh_server_shed_calls_total{service}``: calls refused by load shedding, read at scrape
+    time from :attr:`LoadShedder.shed` (refusals skip the per-call metrics to stay cheap)."""
+
+    def __init__(self, service: str, shedder: LoadShedder) -> None:
+        self.service = service
+        self.shedder = shedder
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "grpcmesh_server_shed_calls", "Calls refused with RESOURCE_EXHAUSTED by load shedding", labels=["service"]
+        )
+        family.add_metric([self.service], self.shedder.shed)
+        yield family
