@@ -107,7 +107,9 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             flags["grpc cap"] = ("--max-concurrent", str(args.cap))
         pids = {}
         for name, extra in flags.items():
-            pids[name] = (await start_server(started, url, name.replace(" ", "-"), f"{name}-0", *WORK, *extra)).pid
+            pids[name] = (
+                await start_server(started, url, name.replace(" ", "-"), name.replace(" ", "-") + "-0", *WORK, *extra)
+            ).pid
         registry = open_registry(url)
         stack.push_async_callback(registry.close)
         # The client must not hide the server's behaviour: no throttling, no ejection.

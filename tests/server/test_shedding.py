@@ -14,8 +14,10 @@ from grpcmesh.client import MeshChannel
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.errors import ConfigError
+from grpcmesh.middleware.server_side import ServerConcern
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.server import MeshServer, ServerSettings
+from grpcmesh.server.admission import SHED_DETAILS, ShedCallsCollector
 from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
 from grpcmesh.testing import EchoServicer
 
@@ -181,3 +183,57 @@ def test_queueing_delay_is_read_from_the_mesh_timeout_header() -> None:
     assert queueing_delay((("x-mesh-timeout-ms", "-5"),), 0.75) is None
     assert queueing_delay((), 0.75) is None
     assert queueing_delay((("x-mesh-timeout-ms", "1000"),), None) is None
+
+
+class GatedEcho(EchoServicer):
+    """Echo whose Unary calls wait for ``release`` (so a test holds one call in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        self.entered.set()
+        await self.release.wait()
+        return await super().Unary(request, context)
+
+
+async def test_a_refused_call_ends_at_once_before_any_concern_runs(registry: Registry) -> None:
+    # The probe never samples during the test (60 s), so the lag the test sets stays: overloaded.
+    policy = SheddingPolicy(enabled=True, minimum_in_flight=1, probe_interval=60, cooldown=60)
+    observed: list[str] = []
+    counting = ServerConcern("count", observe=lambda call: observed.append(call.method) or None)
+    server = MeshServer(
+        registry, ServerSettings(name="gated", propagation_delay=0), shedding=policy, concerns=[counting]
+    )
+    servicer = GatedEcho()
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server.grpc)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            held = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="held"), timeout=30))
+            await asyncio.wait_for(servicer.entered.wait(), 30)
+            server.shedder.observe_lag(1.0)
+            # Refused while the admitted call is still held: the refusal waits for nothing.
+            with pytest.raises(grpc.aio.AioRpcError) as unary:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=30):
+                    pass
+            checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+            assert not held.done()
+            servicer.release.set()
+            assert (await held).message == "held"
+        for refused in (unary.value, streamed.value):
+            assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refused.details() == SHED_DETAILS
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        assert observed == ["Unary", "Check"]  # refused calls skipped every concern; admitted ones did not
+        assert server.shedder.shed == 2
+        assert server.shedder.in_flight == 0
+        (family,) = ShedCallsCollector("gated", server.shedder).collect()
+        assert family.samples[0].value == 2
+    finally:
+        await server.stop()
