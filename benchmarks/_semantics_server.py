@@ -52,7 +52,7 @@ async def main(args: argparse.Namespace) -> None:
     quiet = MeshConfig(logging=LoggingConfig(enabled=False))  # no access log on the benchmark's stdout
     async with Mesh(args.registry, config=quiet) as mesh:
         shedding = (
-            SheddingPolicy(enabled=True, **json.loads(os.environ.get("SHED_POLICY", "{}"))) if args.shedding else None
+            SheddingPolicy(enabled=True, **json.loads(args.shedding_policy)) if args.shedding else None
         )
         server = mesh.server(
             args.name,

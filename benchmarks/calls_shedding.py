@@ -101,7 +101,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         started = await stack.enter_async_context(children())
         flags: dict[str, tuple[str, ...]] = {
             "plain": (),
-            "shedding": ("--shedding", "--shedding-policy", args.policy),
+            "shedding": ("--shedding", "--shedding-policy", args.policy, *args.shedding_server),
         }
         if args.cap:
             flags["grpc cap"] = ("--max-concurrent", str(args.cap))
@@ -214,4 +214,5 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--cap", type=int, default=2, help="also measure grpc.aio's maximum_concurrent_rpcs=N (0: skip)")
     p.add_argument("--policy", default="{}", help="SheddingPolicy fields as JSON for the shedding server")
+    p.add_argument("--shedding-server", action="append", default=[], help="one more _semantics_server.py flag, e.g. --shedding-server=--max-concurrent=4")
     run(main, p.parse_args(), SCRIPT)

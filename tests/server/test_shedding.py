@@ -237,3 +237,26 @@ async def test_a_refused_call_ends_at_once_before_any_concern_runs(registry: Reg
         assert family.samples[0].value == 2
     finally:
         await server.stop()
+
+
+async def test_a_prompt_call_waits_briefly_for_a_slot_instead_of_being_refused() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=30.0, probe_interval=60))
+    load.observe_lag(1.0)  # overloaded: the in-flight limit (1) applies
+    assert await load.enter(0.0)
+    waiting = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # every slot is taken: it waits rather than being refused
+    load.finished(0.01)  # a slot frees: it goes to the waiting call
+    assert await asyncio.wait_for(waiting, 30)
+    assert (load.in_flight, load.shed) == (1, 0)
+
+
+async def test_a_call_whose_wait_budget_runs_out_is_refused() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=0.05, probe_interval=60))
+    load.observe_lag(1.0)
+    assert await load.enter(0.0)
+    assert not await asyncio.wait_for(load.enter(0.0), 30)  # waited its 50 ms budget: refused
+    assert not await load.enter(0.06)  # late already: no wait at all
+    assert (load.in_flight, load.shed) == (1, 2)
+    load.finished(0.01)
+    assert load.in_flight == 0

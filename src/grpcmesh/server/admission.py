@@ -73,7 +73,7 @@ class AdmittingPipeline(ServerPipeline):
 
 def _admitting_coroutine(behavior: Behavior, shedder: LoadShedder) -> Behavior:
     async def run(request: Any, context: Context) -> Any:
-        if not shedder.admit(_queued(context)):
+        if not await shedder.enter(_queued(context)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, SHED_DETAILS)
         started = time.monotonic()
         try:
@@ -86,7 +86,7 @@ def _admitting_coroutine(behavior: Behavior, shedder: LoadShedder) -> Behavior:
 
 def _admitting_generator(behavior: Behavior, shedder: LoadShedder) -> Behavior:
     async def run(request: Any, context: Context) -> AsyncIterator[Any]:
-        if not shedder.admit(_queued(context)):
+        if not await shedder.enter(_queued(context)):
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, SHED_DETAILS)
         started = time.monotonic()
         try:

@@ -26,6 +26,7 @@ or a ``maximum_concurrent_rpcs`` limit.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -51,9 +52,10 @@ class SheddingPolicy:
     """When a server refuses calls (see the module docstring)."""
 
     enabled: bool = False
-    max_queue_delay: float = 0.02
-    """Queueing delay (seconds) a call may have had before its handler starts, persistently."""
-    interval: float = 0.1
+    max_queue_delay: float = 0.01
+    """Queueing delay (seconds) a call may have had before its handler starts; while shedding,
+    a call that waited longer is refused, and a prompt one waits for a slot at most this long in all."""
+    interval: float = 0.05
     """How long the queueing delay must stay above ``max_queue_delay`` before calls are refused."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
@@ -72,6 +74,7 @@ class SheddingPolicy:
 
 
 _BUCKETS = 10
+_ADMIT, _LATE, _FULL = 0, 1, 2
 
 
 class LoadShedder:
@@ -91,6 +94,8 @@ class LoadShedder:
         self._above_since: float | None = None
         """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        """Prompt calls waiting (at most their ``max_queue_delay``) for a slot, oldest first."""
 
     # -- the lag probe -------------------------------------------------------------------
 
@@ -151,15 +156,48 @@ class LoadShedder:
         """
         if not self.policy.enabled:
             return True
+        verdict = self._decide(queued)
+        if verdict is _ADMIT:
+            self.in_flight += 1
+            return True
+        return self._refuse(self._clock())
+
+    async def enter(self, queued: float | None = None) -> bool:
+        """:meth:`admit`, except that a prompt call refused only because every slot is taken
+        waits for one for what is left of its ``max_queue_delay`` (the CPU is then never idle
+        for want of a call, and no admitted call has waited longer than that in all)."""
+        if not self.policy.enabled:
+            return True
+        verdict = self._decide(queued)
+        if verdict is _ADMIT:
+            self.in_flight += 1
+            return True
+        budget = self.policy.max_queue_delay - (queued or 0.0)
+        if verdict is _FULL and budget > 0:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_later(budget, _expire, waiter)
+            try:
+                if await waiter:
+                    return True  # handed a slot by finished(): already counted in flight
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self._release()  # handed a slot just as the call was cancelled: give it on
+                raise
+            finally:
+                timer.cancel()
+        return self._refuse(self._clock())
+
+    def _decide(self, queued: float | None) -> int:
         now = self._clock()
         late = queued is not None and queued > self.policy.max_queue_delay
         queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
         if late and queueing:
-            return self._refuse(now)  # it already waited: serving it late helps nobody
+            return _LATE  # it already waited: serving it late helps nobody
         if (queueing or self.lag > self.policy.max_lag) and self.in_flight >= self.limit():
-            return self._refuse(now)
-        self.in_flight += 1
-        return True
+            return _FULL
+        return _ADMIT
 
     def _queue_persists(self, late: bool, now: float, queued: float) -> bool:
         """CoDel's test: calls have been arriving late for at least ``interval`` (a call that
@@ -183,8 +221,23 @@ class LoadShedder:
         """An admitted call ended after ``latency`` seconds."""
         if not self.policy.enabled:
             return
-        self.in_flight = max(0, self.in_flight - 1)
+        self._release()
         slot = self._slot()
         self._passed[slot] += 1
         if latency < self._min_latency[slot]:
             self._min_latency[slot] = latency
+
+    def _release(self) -> None:
+        """A slot is free: hand it to the oldest call still waiting for one, or count it free."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
