@@ -38,6 +38,8 @@ from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 
 SCRIPT = "calls_shedding.py"
 WORK = ("--work-ms", "10", "--await-ms", "5")
+BELOW = 0.8
+"""Load, as a fraction of capacity, at which shedding must refuse nothing to be on by default."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -139,6 +141,13 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 for code, n in codes.items():
                     overload[name][1][code] = overload[name][1].get(code, 0) + n
                 await asyncio.sleep(1.5)  # let the server drain before the next round
+        # The on-by-default criterion: below capacity, shedding must refuse nothing.
+        below: dict[str, int] = {}
+        for _ in range(rounds):
+            _, codes = await open_loop(stubs["shedding"], BELOW * capacity, seconds)
+            for code, n in codes.items():
+                below[code] = below.get(code, 0) + n
+            await asyncio.sleep(1.5)
 
     report.line(
         f"### Overload: 10 ms CPU + 5 ms await per call; capacity {capacity:.0f} calls/s; offered {rate:.0f} calls/s "
@@ -186,6 +195,12 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         ],
         rows,
     )
+    refused = below.get("RESOURCE_EXHAUSTED", 0)
+    report.line(
+        f"Below capacity ({BELOW:g}x, {BELOW * capacity:.0f} calls/s, same rounds) the shedding server answered: "
+        + ", ".join(f"{c} {n}" for c, n in sorted(below.items()))
+    )
+    report.line()
     goodput, ratio = figures["shedding"]
     cmd = command(SCRIPT, "--seconds", str(args.seconds), "--rounds", str(args.rounds), "--cap", str(args.cap))
     report.add(
@@ -206,6 +221,15 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             cmd,
         )
     )
+    report.add(
+        Row(
+            f"server at {BELOW:g}x capacity: calls refused by shedding (on by default only if none)",
+            "0",
+            f"{refused} of {sum(below.values())}",
+            refused == 0,
+            cmd,
+        )
+    )
 
 
 if __name__ == "__main__":
@@ -214,5 +238,10 @@ if __name__ == "__main__":
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--cap", type=int, default=2, help="also measure grpc.aio's maximum_concurrent_rpcs=N (0: skip)")
     p.add_argument("--policy", default="{}", help="SheddingPolicy fields as JSON for the shedding server")
-    p.add_argument("--shedding-server", action="append", default=[], help="one more _semantics_server.py flag, e.g. --shedding-server=--max-concurrent=4")
+    p.add_argument(
+        "--shedding-server",
+        action="append",
+        default=[],
+        help="one more _semantics_server.py flag, e.g. --shedding-server=--max-concurrent=4",
+    )
     run(main, p.parse_args(), SCRIPT)

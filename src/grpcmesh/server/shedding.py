@@ -5,22 +5,24 @@ the event loop gets round to them, so the handlers see a steady trickle and a gr
 The main signal is therefore each call's *queueing delay*: mesh channels send the timeout
 they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when the handler
 starts tells how much of it was spent waiting. As CoDel does for packets, once that delay
-stays above ``max_queue_delay`` for ``interval``, calls are refused until it falls again —
-refusing is cheap, so the queue drains and the calls that are admitted are served promptly.
+stays above ``max_queue_delay`` for ``interval`` (or one call alone waited ``interval``), the
+server is shedding: until ``cooldown`` after the last refusal, a call that already waited
+longer than ``max_queue_delay`` is refused at once — serving it late helps nobody.
 
-The second signal covers handlers that pile up in Python (calls that await a lot): the
-event loop's lag (how late a timer fires). The shedder samples that lag with a small
-probe task and, like Kratos' BBR limiter, estimates how many calls the server can hold
-at once from what it recently achieved: ``max completions per second * min latency``
-(Little's law), over a sliding window. While the loop lags more than ``max_lag`` — and for
-``cooldown`` seconds after the last shed, so the limit does not flap — a call that would
-push the in-flight count over that estimate (and over ``minimum_in_flight``) is refused at
-once with RESOURCE_EXHAUSTED, costing the server almost nothing. A server that is not
-lagging never sheds, whatever its in-flight count.
+Prompt calls are then admitted up to how many calls the server has shown it can hold at
+once, estimated as Kratos' BBR limiter does from the last ``window``: ``max completions per
+second * min latency`` (Little's law), at least ``minimum_in_flight``. A prompt call that
+finds every slot taken waits for one, but only for what is left of its ``max_queue_delay``:
+the loop always has the next call ready (no idle CPU between calls), and no admitted call has
+queued longer than that in all. The same limit applies while the event loop lags more than
+``max_lag`` (a probe task samples how late a timer fires), for handlers that pile up in Python.
+A server whose calls do not queue and whose loop does not lag never sheds.
 
 Limitation: handlers that never ``await`` run one at a time, so their in-flight count stays
-near zero and this shedder (by design) lets them through; give such work to a thread pool
-or a ``maximum_concurrent_rpcs`` limit.
+near zero; the queueing delay still sees them. Sync handlers (run on a thread pool) are not
+admission-controlled. grpc.aio's own ``maximum_concurrent_rpcs`` is no substitute: calls
+still wait in grpc's core before it counts them (admitted calls waited about 0.5 s at 3x load
+in the benchmark), and health checks count against it and get refused.
 """
 
 from __future__ import annotations
