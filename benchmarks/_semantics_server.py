@@ -51,9 +51,7 @@ class BenchEcho(EchoServicer):
 async def main(args: argparse.Namespace) -> None:
     quiet = MeshConfig(logging=LoggingConfig(enabled=False))  # no access log on the benchmark's stdout
     async with Mesh(args.registry, config=quiet) as mesh:
-        shedding = (
-            SheddingPolicy(enabled=True, **json.loads(args.shedding_policy)) if args.shedding else None
-        )
+        shedding = SheddingPolicy(enabled=True, **json.loads(args.shedding_policy)) if args.shedding else None
         server = mesh.server(
             args.name,
             version="v1",

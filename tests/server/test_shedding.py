@@ -14,7 +14,7 @@ from grpcmesh.client import MeshChannel
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.errors import ConfigError
-from grpcmesh.middleware.server_side import ServerConcern
+from grpcmesh.middleware.server_side import ServerCall, ServerConcern
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.server import MeshServer, ServerSettings
 from grpcmesh.server.admission import SHED_DETAILS, ShedCallsCollector
@@ -203,7 +203,11 @@ async def test_a_refused_call_ends_at_once_before_any_concern_runs(registry: Reg
     # The probe never samples during the test (60 s), so the lag the test sets stays: overloaded.
     policy = SheddingPolicy(enabled=True, minimum_in_flight=1, probe_interval=60, cooldown=60)
     observed: list[str] = []
-    counting = ServerConcern("count", observe=lambda call: observed.append(call.method) or None)
+
+    def count(call: ServerCall) -> None:
+        observed.append(call.method)
+
+    counting = ServerConcern("count", observe=count)
     server = MeshServer(
         registry, ServerSettings(name="gated", propagation_delay=0), shedding=policy, concerns=[counting]
     )
