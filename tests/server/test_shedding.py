@@ -264,3 +264,17 @@ async def test_a_call_whose_wait_budget_runs_out_is_refused() -> None:
     assert (load.in_flight, load.shed) == (1, 2)
     load.finished(0.01)
     assert load.in_flight == 0
+
+
+async def test_a_cancelled_waiting_call_does_not_keep_a_slot() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=30.0, probe_interval=60))
+    load.observe_lag(1.0)
+    assert await load.enter(0.0)
+    waiting = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()  # the caller went away while it waited
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    load.finished(0.01)  # the slot is free again, not handed to the cancelled call
+    assert load.in_flight == 0
+    assert await load.enter(0.0)
