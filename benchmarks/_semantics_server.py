@@ -3,8 +3,10 @@
 Each Unary call: with ``--fail-percent`` it fails that share of calls with UNAVAILABLE;
 otherwise it burns ``--work-ms`` of CPU on the event loop (a server with a real capacity),
 then awaits ``--await-ms`` (I/O), then ``--delay-ms`` (a slow instance). ``--shedding``
-turns adaptive load shedding on. Registers in ``--registry`` with ``--ttl``; prints one JSON
-line ``{"port": N, "id": ..., "pid": ...}`` once it serves; binds 127.0.0.1 only.
+turns adaptive load shedding on (``--shedding-policy`` JSON overrides its fields);
+``--max-concurrent`` sets grpc.aio's own ``maximum_concurrent_rpcs`` cap. Registers in
+``--registry`` with ``--ttl``; prints one JSON line ``{"port": N, "id": ..., "pid": ...}``
+once it serves; binds 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class BenchEcho(EchoServicer):
 async def main(args: argparse.Namespace) -> None:
     quiet = MeshConfig(logging=LoggingConfig(enabled=False))  # no access log on the benchmark's stdout
     async with Mesh(args.registry, config=quiet) as mesh:
-        shedding = SheddingPolicy(enabled=True) if args.shedding else None
+        shedding = SheddingPolicy(enabled=True, **json.loads(args.shedding_policy)) if args.shedding else None
         server = mesh.server(
             args.name,
             version="v1",
@@ -61,6 +63,8 @@ async def main(args: argparse.Namespace) -> None:
             propagation_delay=0.1,
             reflection=False,
             shedding=shedding,
+            maximum_concurrent_rpcs=args.max_concurrent,
+            options=[(k, int(v)) for k, v in (o.split("=", 1) for o in args.option)],
         )
         echo_pb2_grpc.add_EchoServicer_to_server(BenchEcho(args), server.grpc)
         await server.start()
@@ -79,4 +83,7 @@ if __name__ == "__main__":
     p.add_argument("--work-ms", type=float, default=0.0)
     p.add_argument("--fail-percent", type=float, default=0.0)
     p.add_argument("--shedding", action="store_true")
+    p.add_argument("--shedding-policy", default="{}", help="SheddingPolicy fields as JSON (experiments)")
+    p.add_argument("--max-concurrent", type=int, default=None, help="grpc.aio's maximum_concurrent_rpcs")
+    p.add_argument("--option", action="append", default=[], help="KEY=INT grpc server option (experiments)")
     asyncio.run(main(p.parse_args()))

@@ -23,25 +23,36 @@ SCRIPTS = ("calls_hung_instance.py", "calls_slow_instance.py", "calls_retry_budg
 BEGIN, END = "<!-- calls:begin -->", "<!-- calls:end -->"
 
 ANALYSIS = """\
-#### Why load shedding is off by default
+#### Load shedding: what made it work, and why it is still off by default
 
 An overloaded grpc.aio server does not queue calls where Python sees them: grpc's core holds
-them until the event loop takes them, one at a time, so in-flight counts and event-loop lag
-stay low while calls wait hundreds of milliseconds. The shedder therefore reads each call's
-queueing delay (the timeout the mesh channel sent in `x-mesh-timeout-ms` less the server's
-`time_remaining()`), and refuses calls while it stays above 20 ms. That turns a collapse
-(most calls past their deadline, goodput about a quarter to a third of capacity) into prompt
-refusals; but every refusal still costs the server the Python side of a call (about 1 ms of
-CPU in grpc.aio: deserialising, the wrapper, the abort), so at 3x load with 10 ms handlers the
-server spends a good part of its core refusing, goodput stays under 0.9 of capacity on this
-shared machine in most runs, and admitted calls still queue behind the refusals (p99 several
-times the unloaded one). For cheaper handlers (4 ms) the refusals cost relatively more. The
-in-flight floor trades one goal for the other: with `minimum_in_flight: 1` admitted calls kept
-the unloaded latency (p50 17.6 ms, p99 2.9x) but the server sat a third idle (goodput 0.58, one
-handler at a time awaiting its I/O); with the default 2, goodput 0.77-0.88 and p99 6.5-8x
-over four runs on the loaded machine. Hence
-the library ships it off; turn it on (`service.load_shedding.enabled: true`) where calls cost
-well over a millisecond and a fast refusal is better for callers than a late answer.
+them until the event loop takes them, so in-flight counts and event-loop lag stay low while
+calls wait hundreds of milliseconds. The shedder reads each call's queueing delay (the timeout
+the mesh channel sent in `x-mesh-timeout-ms` less the server's `time_remaining()`). Three
+changes took it from goodput 0.77-0.88 and p99 6.5-8x to the figures above (four runs on
+2026-11-30, 01:06-01:11 UTC: goodput 0.85-0.90, p99 2.4-2.7x; without shedding 0.26-0.28 and
+50-58x; with `maximum_concurrent_rpcs=2` 0.49-0.67 and about 50x): (1) while
+shedding, a call that already waited more than `max_queue_delay` (now 10 ms) is refused at
+once, instead of only after the delay persisted; the admitted calls used to be the ones that
+had queued just under the 20 ms target, plus 20 ms of handler; (2) a prompt call that finds
+every slot taken waits for one for what is left of its `max_queue_delay`, instead of being
+refused, so a freed slot never waits for a prompt arrival (the CPU stays busy) and queueing
+stays bounded; (3) admission is the outermost layer, before the call context, tracing,
+metrics and the access log, with a fixed refusal message. Refusals are cheap either way:
+server CPU per OK call, refusals included, is about 11 ms for a 10 ms handler with 2-3
+refusals per OK call (about 0.3 ms each, mostly grpc.aio's own per-call work; the earlier
+estimate of 1 ms was too high). What is left of the admitted latency is the
+10 ms queueing target, two 10 ms handlers sharing the loop, and the benchmark client's own
+Python at 300 calls/s (in a debug run the server saw at most 10 ms queued plus 25 ms of
+handler; the client sees a p50 near 40 ms): p99 2.4-2.7x the unloaded one, short of 2x.
+grpc.aio's `maximum_concurrent_rpcs` is no substitute (row above): calls still wait in grpc's
+core before it counts them (admitted p50 about 0.5 s, most past their deadline), and health
+checks count against it and are refused. At 0.8x capacity shedding refused nothing, yet it
+stays off by default: the queueing target is absolute, so a server whose handlers hold the
+event loop longer than `interval` (50 ms) sheds a burst of two calls at any load. Turn it on
+(`service.load_shedding.enabled: true`), with `max_queue_delay` and `interval` above the
+longest time one handler blocks the loop, where a fast
+refusal serves callers better than a late answer.
 """
 
 

@@ -5,6 +5,8 @@ then a 5 ms await (I/O) — one with adaptive load shedding, one without. Measur
 
 1. unloaded latency: one caller, one call at a time (p50/p99), on each server;
 2. capacity C: completed calls/s with 32 closed-loop callers on the server without shedding;
+   a third server, with grpc.aio's own ``maximum_concurrent_rpcs`` cap (``--cap``) and no
+   shedding, shows what that cheaper-looking refusal does;
 3. overload: calls started open-loop at 3*C per second (1 s deadline each) for a few seconds,
    on each server in turn, interleaved over ``--rounds``.
 
@@ -36,6 +38,8 @@ from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 
 SCRIPT = "calls_shedding.py"
 WORK = ("--work-ms", "10", "--await-ms", "5")
+BELOW = 0.8
+"""Load, as a fraction of capacity, at which shedding must refuse nothing to be on by default."""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -97,10 +101,17 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="grpcmesh-bench-shed-")))
         url = f"sqlite://{tmp}/registry.db"
         started = await stack.enter_async_context(children())
-        pids = {
-            "plain": (await start_server(started, url, "plain", "plain-0", *WORK)).pid,
-            "shedding": (await start_server(started, url, "shedding", "shedding-0", *WORK, "--shedding")).pid,
+        flags: dict[str, tuple[str, ...]] = {
+            "plain": (),
+            "shedding": ("--shedding", "--shedding-policy", args.policy, *args.shedding_server),
         }
+        if args.cap:
+            flags["grpc cap"] = ("--max-concurrent", str(args.cap))
+        pids = {}
+        for name, extra in flags.items():
+            pids[name] = (
+                await start_server(started, url, name.replace(" ", "-"), name.replace(" ", "-") + "-0", *WORK, *extra)
+            ).pid
         registry = open_registry(url)
         stack.push_async_callback(registry.close)
         # The client must not hide the server's behaviour: no throttling, no ejection.
@@ -109,8 +120,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             outlier=OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None),
         )
         stubs = {}
-        for name in ("plain", "shedding"):
-            channel = MeshChannel(registry, name, settings=settings)
+        for name in flags:
+            channel = MeshChannel(registry, name.replace(" ", "-"), settings=settings)
             stack.push_async_callback(channel.close)
             await asyncio.wait_for(channel.channel_ready(), 30)
             stubs[name] = echo_pb2_grpc.EchoStub(channel)
@@ -119,8 +130,8 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         saturated = await closed_loop(stubs["plain"], 32, min(3.0, seconds))
         capacity = len(saturated) / min(3.0, seconds)
         rate = 3 * capacity
-        overload: dict[str, tuple[list[float], dict[str, int]]] = {"plain": ([], {}), "shedding": ([], {})}
-        server_cpu = {"plain": 0.0, "shedding": 0.0}
+        overload: dict[str, tuple[list[float], dict[str, int]]] = {name: ([], {}) for name in flags}
+        server_cpu = dict.fromkeys(flags, 0.0)
         for _ in range(rounds):
             for name, stub in stubs.items():
                 before = cpu_seconds(pids[name])
@@ -130,6 +141,13 @@ async def main(args: argparse.Namespace, report: Report) -> None:
                 for code, n in codes.items():
                     overload[name][1][code] = overload[name][1].get(code, 0) + n
                 await asyncio.sleep(1.5)  # let the server drain before the next round
+        # The on-by-default criterion: below capacity, shedding must refuse nothing.
+        below: dict[str, int] = {}
+        for _ in range(rounds):
+            _, codes = await open_loop(stubs["shedding"], BELOW * capacity, seconds)
+            for code, n in codes.items():
+                below[code] = below.get(code, 0) + n
+            await asyncio.sleep(1.5)
 
     report.line(
         f"### Overload: 10 ms CPU + 5 ms await per call; capacity {capacity:.0f} calls/s; offered {rate:.0f} calls/s "
@@ -138,16 +156,17 @@ async def main(args: argparse.Namespace, report: Report) -> None:
     report.line()
     rows = []
     figures = {}
-    for name in ("plain", "shedding"):
+    labels = {"plain": "no shedding", "shedding": "shedding", "grpc cap": f"grpc maximum_concurrent_rpcs={args.cap}"}
+    for name in overload:
         latencies, codes = overload[name]
         goodput = len(latencies) / (seconds * rounds) / capacity
         cpu = server_cpu[name]
-        base_p99 = percentile(unloaded["plain"] + unloaded["shedding"], 99)  # same work: one baseline
+        base_p99 = percentile([x for lat in unloaded.values() for x in lat], 99)  # same work: one baseline
         p99 = percentile(latencies, 99)
         figures[name] = (goodput, p99 / base_p99)
         rows.append(
             [
-                "no shedding" if name == "plain" else "shedding",
+                labels[name],
                 ms(percentile(unloaded[name], 50)),
                 ms(percentile(unloaded[name], 99)),
                 ms(base_p99),
@@ -165,7 +184,7 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "server",
             "unloaded p50",
             "unloaded p99",
-            "unloaded p99 (both)",
+            "unloaded p99 (all)",
             "goodput / capacity",
             "admitted p50",
             "admitted p99",
@@ -176,8 +195,14 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         ],
         rows,
     )
+    refused = below.get("RESOURCE_EXHAUSTED", 0)
+    report.line(
+        f"Below capacity ({BELOW:g}x, {BELOW * capacity:.0f} calls/s, same rounds) the shedding server answered: "
+        + ", ".join(f"{c} {n}" for c, n in sorted(below.items()))
+    )
+    report.line()
     goodput, ratio = figures["shedding"]
-    cmd = command(SCRIPT, "--seconds", str(args.seconds), "--rounds", str(args.rounds))
+    cmd = command(SCRIPT, "--seconds", str(args.seconds), "--rounds", str(args.rounds), "--cap", str(args.cap))
     report.add(
         Row(
             "server at 3x capacity: goodput with shedding (vs without)",
@@ -196,10 +221,27 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             cmd,
         )
     )
+    report.add(
+        Row(
+            f"server at {BELOW:g}x capacity: calls refused by shedding (on by default only if none)",
+            "0",
+            f"{refused} of {sum(below.values())}",
+            refused == 0,
+            cmd,
+        )
+    )
 
 
 if __name__ == "__main__":
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--cap", type=int, default=2, help="also measure grpc.aio's maximum_concurrent_rpcs=N (0: skip)")
+    p.add_argument("--policy", default="{}", help="SheddingPolicy fields as JSON for the shedding server")
+    p.add_argument(
+        "--shedding-server",
+        action="append",
+        default=[],
+        help="one more _semantics_server.py flag, e.g. --shedding-server=--max-concurrent=4",
+    )
     run(main, p.parse_args(), SCRIPT)

@@ -29,6 +29,7 @@ from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
 from grpcmesh.security.tls import mesh_channel_credentials
 from grpcmesh.server import Dependency, MeshServer, ServerSettings, TlsFiles
+from grpcmesh.server.admission import ShedCallsCollector
 from grpcmesh.server.shedding import SheddingPolicy
 
 if TYPE_CHECKING:  # grpc's classes are generic only in the type stubs
@@ -162,6 +163,8 @@ class Mesh:
             propagation=Propagation(self.config.client.context_propagation, margin=self.config.client.deadline_margin),
             shedding=shedding or (_shedding_policy(service.load_shedding) if service is not None else None),
         )
+        if server.shedder.policy.enabled and self.middleware.metrics_registry is not None:
+            self.middleware.metrics_registry.register(ShedCallsCollector(name, server.shedder))
         self._servers.append(server)
         return server
 

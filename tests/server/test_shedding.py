@@ -14,8 +14,10 @@ from grpcmesh.client import MeshChannel
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.throttle import ThrottlePolicy
 from grpcmesh.errors import ConfigError
+from grpcmesh.middleware.server_side import ServerCall, ServerConcern
 from grpcmesh.protos import echo_pb2, echo_pb2_grpc
 from grpcmesh.server import MeshServer, ServerSettings
+from grpcmesh.server.admission import SHED_DETAILS, ShedCallsCollector
 from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
 from grpcmesh.testing import EchoServicer
 
@@ -141,21 +143,138 @@ async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Reg
 
 def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
     load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=10)
-    assert load.admit(queued=0.5)  # the first late call starts the clock, it is not refused
+    assert load.admit(queued=0.05)  # the first late call starts the clock, it is not refused
     clock.now += 0.05
-    assert load.admit(queued=0.5)
+    assert load.admit(queued=0.05)
     clock.now += 0.06
-    assert not load.admit(queued=0.5)  # late for longer than the interval: refused
-    assert load.admit(queued=0.001)  # a prompt call ends the episode
+    assert not load.admit(queued=0.05)  # late for longer than the interval: refused
+    assert load.admit(queued=0.001)  # a prompt call is served
     clock.now += 0.2
-    assert load.admit(queued=0.5)
+    assert not load.admit(queued=0.05)  # within the cooldown a late call is refused at once
+    clock.now += 1.0
+    assert load.admit(queued=0.001)  # after it, the queue has drained: the episode ends
+    assert load.admit(queued=0.05)  # and a late call starts a new episode's clock
+
+
+def test_while_shedding_a_late_call_is_refused_and_prompt_ones_fill_the_limit() -> None:
+    load, clock = shedder(max_queue_delay=0.02, interval=0.1, minimum_in_flight=3, cooldown=1.0)
+    load.admit(queued=0.05)
+    clock.now += 0.15
+    assert not load.admit(queued=0.05)  # the episode starts: shedding
+    assert load.in_flight == 1
+    assert [load.admit(queued=0.001) for _ in range(3)] == [True, True, False]  # the limit is 3
+    assert not load.admit(queued=0.03)  # late, though in flight would allow it after a finish
+    load.finished(0.01)
+    assert load.admit(queued=0.001)
+
+
+def test_a_call_that_queued_longer_than_the_interval_is_refused_at_once() -> None:
+    load, _ = shedder(max_queue_delay=0.02, interval=0.1)
+    assert load.admit(queued=0.09)  # late, but the queue may be a burst: not yet
+    assert not load.admit(queued=0.15)  # its own wait proves the queue persisted
+    assert load.admit(queued=0.001)  # prompt calls are still served
 
 
 def test_queueing_delay_is_read_from_the_mesh_timeout_header() -> None:
-    from grpcmesh.server.call_context import queueing_delay
+    from grpcmesh.server.admission import queueing_delay
 
     assert queueing_delay((("x-mesh-timeout-ms", "1000"),), 0.75) == pytest.approx(0.25)
     assert queueing_delay((("x-mesh-timeout-ms", "not a number"),), 0.75) is None
     assert queueing_delay((("x-mesh-timeout-ms", "-5"),), 0.75) is None
     assert queueing_delay((), 0.75) is None
     assert queueing_delay((("x-mesh-timeout-ms", "1000"),), None) is None
+
+
+class GatedEcho(EchoServicer):
+    """Echo whose Unary calls wait for ``release`` (so a test holds one call in flight)."""
+
+    def __init__(self) -> None:
+        super().__init__("gated")
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def Unary(self, request: echo_pb2.EchoRequest, context: grpc.aio.ServicerContext) -> echo_pb2.EchoReply:  # type: ignore[type-arg]
+        self.entered.set()
+        await self.release.wait()
+        return await super().Unary(request, context)
+
+
+async def test_a_refused_call_ends_at_once_before_any_concern_runs(registry: Registry) -> None:
+    # The probe never samples during the test (60 s), so the lag the test sets stays: overloaded.
+    policy = SheddingPolicy(enabled=True, minimum_in_flight=1, probe_interval=60, cooldown=60)
+    observed: list[str] = []
+
+    def count(call: ServerCall) -> None:
+        observed.append(call.method)
+
+    counting = ServerConcern("count", observe=count)
+    server = MeshServer(
+        registry, ServerSettings(name="gated", propagation_delay=0), shedding=policy, concerns=[counting]
+    )
+    servicer = GatedEcho()
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server.grpc)
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(server.target) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            held = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="held"), timeout=30))
+            await asyncio.wait_for(servicer.entered.wait(), 30)
+            server.shedder.observe_lag(1.0)
+            # Refused while the admitted call is still held: the refusal waits for nothing.
+            with pytest.raises(grpc.aio.AioRpcError) as unary:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+            with pytest.raises(grpc.aio.AioRpcError) as streamed:
+                async for _ in stub.ServerStream(echo_pb2.EchoRequest(count=2), timeout=30):
+                    pass
+            checked = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+            assert not held.done()
+            servicer.release.set()
+            assert (await held).message == "held"
+        for refused in (unary.value, streamed.value):
+            assert refused.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert refused.details() == SHED_DETAILS
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        assert observed == ["Unary", "Check"]  # refused calls skipped every concern; admitted ones did not
+        assert server.shedder.shed == 2
+        assert server.shedder.in_flight == 0
+        (family,) = ShedCallsCollector("gated", server.shedder).collect()
+        assert family.samples[0].value == 2
+    finally:
+        await server.stop()
+
+
+async def test_a_prompt_call_waits_briefly_for_a_slot_instead_of_being_refused() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=30.0, probe_interval=60))
+    load.observe_lag(1.0)  # overloaded: the in-flight limit (1) applies
+    assert await load.enter(0.0)
+    waiting = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0.01)
+    assert not waiting.done()  # every slot is taken: it waits rather than being refused
+    load.finished(0.01)  # a slot frees: it goes to the waiting call
+    assert await asyncio.wait_for(waiting, 30)
+    assert (load.in_flight, load.shed) == (1, 0)
+
+
+async def test_a_call_whose_wait_budget_runs_out_is_refused() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=0.05, probe_interval=60))
+    load.observe_lag(1.0)
+    assert await load.enter(0.0)
+    assert not await asyncio.wait_for(load.enter(0.0), 30)  # waited its 50 ms budget: refused
+    assert not await load.enter(0.06)  # late already: no wait at all
+    assert (load.in_flight, load.shed) == (1, 2)
+    load.finished(0.01)
+    assert load.in_flight == 0
+
+
+async def test_a_cancelled_waiting_call_does_not_keep_a_slot() -> None:
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=30.0, probe_interval=60))
+    load.observe_lag(1.0)
+    assert await load.enter(0.0)
+    waiting = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0.01)
+    waiting.cancel()  # the caller went away while it waited
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    load.finished(0.01)  # the slot is free again, not handed to the cancelled call
+    assert load.in_flight == 0
+    assert await load.enter(0.0)

@@ -151,9 +151,9 @@ class SheddingConfig(_Section):
     """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED when the event loop lags."""
 
     enabled: bool = False
-    max_queue_delay: Duration = 0.02
+    max_queue_delay: Duration = 0.01
     """Queueing delay before the handler starts that, kept up for ``interval``, makes the server refuse calls."""
-    interval: Duration = 0.1
+    interval: Duration = 0.05
     max_lag: Duration = 0.05
     cooldown: Duration = 1.0
     minimum_in_flight: Annotated[Whole, pydantic.Field(ge=1)] = 2

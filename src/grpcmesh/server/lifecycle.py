@@ -34,6 +34,7 @@ from grpcmesh.middleware.recovery import Recovery, RecoveryInterceptor
 from grpcmesh.middleware.server_side import ServerConcern, ServerPipeline
 from grpcmesh.model import HealthStatus, ServiceInstance
 from grpcmesh.registry import Registry
+from grpcmesh.server.admission import AdmittingPipeline
 from grpcmesh.server.call_context import call_context_concerns
 from grpcmesh.server.catalog import MeshGrpcServer
 from grpcmesh.server.health import DrainingHealthServicer
@@ -103,8 +104,10 @@ class MeshServer:
         self.interceptors: tuple[grpc.aio.ServerInterceptor[Any, Any], ...] = tuple(chain)
         self.shedder = LoadShedder(shedding or SheddingPolicy())
         """Admission control (off unless ``shedding.enabled``); ``shedder.shed`` counts refused calls."""
-        own = call_context_concerns(propagation or Propagation(), self.shedder)
-        self.pipeline = ServerPipeline((*own, *concerns), recover=Recovery() if recovery else None)
+        own = call_context_concerns(propagation or Propagation())
+        self.pipeline: ServerPipeline = AdmittingPipeline(
+            self.shedder, (*own, *concerns), recover=Recovery() if recovery else None
+        )
         """The mesh's per-method wrapper: every handler added to :attr:`grpc` runs inside it."""
         # grpc enables SO_REUSEPORT by default, letting a second server silently share a busy
         # port; a registered service must own its port, so it is off unless asked for. Mesh

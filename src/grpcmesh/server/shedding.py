@@ -5,27 +5,30 @@ the event loop gets round to them, so the handlers see a steady trickle and a gr
 The main signal is therefore each call's *queueing delay*: mesh channels send the timeout
 they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when the handler
 starts tells how much of it was spent waiting. As CoDel does for packets, once that delay
-stays above ``max_queue_delay`` for ``interval``, calls are refused until it falls again —
-refusing is cheap, so the queue drains and the calls that are admitted are served promptly.
+stays above ``max_queue_delay`` for ``interval`` (or one call alone waited ``interval``), the
+server is shedding: until ``cooldown`` after the last refusal, a call that already waited
+longer than ``max_queue_delay`` is refused at once — serving it late helps nobody.
 
-The second signal covers handlers that pile up in Python (calls that await a lot): the
-event loop's lag (how late a timer fires). The shedder samples that lag with a small
-probe task and, like Kratos' BBR limiter, estimates how many calls the server can hold
-at once from what it recently achieved: ``max completions per second * min latency``
-(Little's law), over a sliding window. While the loop lags more than ``max_lag`` — and for
-``cooldown`` seconds after the last shed, so the limit does not flap — a call that would
-push the in-flight count over that estimate (and over ``minimum_in_flight``) is refused at
-once with RESOURCE_EXHAUSTED, costing the server almost nothing. A server that is not
-lagging never sheds, whatever its in-flight count.
+Prompt calls are then admitted up to how many calls the server has shown it can hold at
+once, estimated as Kratos' BBR limiter does from the last ``window``: ``max completions per
+second * min latency`` (Little's law), at least ``minimum_in_flight``. A prompt call that
+finds every slot taken waits for one, but only for what is left of its ``max_queue_delay``:
+the loop always has the next call ready (no idle CPU between calls), and no admitted call has
+queued longer than that in all. The same limit applies while the event loop lags more than
+``max_lag`` (a probe task samples how late a timer fires), for handlers that pile up in Python.
+A server whose calls do not queue and whose loop does not lag never sheds.
 
 Limitation: handlers that never ``await`` run one at a time, so their in-flight count stays
-near zero and this shedder (by design) lets them through; give such work to a thread pool
-or a ``maximum_concurrent_rpcs`` limit.
+near zero; the queueing delay still sees them. Sync handlers (run on a thread pool) are not
+admission-controlled. grpc.aio's own ``maximum_concurrent_rpcs`` is no substitute: calls
+still wait in grpc's core before it counts them (admitted calls waited about 0.5 s at 3x load
+in the benchmark), and health checks count against it and get refused.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -51,9 +54,10 @@ class SheddingPolicy:
     """When a server refuses calls (see the module docstring)."""
 
     enabled: bool = False
-    max_queue_delay: float = 0.02
-    """Queueing delay (seconds) a call may have had before its handler starts, persistently."""
-    interval: float = 0.1
+    max_queue_delay: float = 0.01
+    """Queueing delay (seconds) a call may have had before its handler starts; while shedding,
+    a call that waited longer is refused, and a prompt one waits for a slot at most this long in all."""
+    interval: float = 0.05
     """How long the queueing delay must stay above ``max_queue_delay`` before calls are refused."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
@@ -72,6 +76,7 @@ class SheddingPolicy:
 
 
 _BUCKETS = 10
+_ADMIT, _LATE, _FULL = 0, 1, 2
 
 
 class LoadShedder:
@@ -91,6 +96,8 @@ class LoadShedder:
         self._above_since: float | None = None
         """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
+        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
+        """Prompt calls waiting (at most their ``max_queue_delay``) for a slot, oldest first."""
 
     # -- the lag probe -------------------------------------------------------------------
 
@@ -151,23 +158,57 @@ class LoadShedder:
         """
         if not self.policy.enabled:
             return True
-        now = self._clock()
-        if queued is not None and self._queue_too_long(queued, now):
-            return self._refuse(now)
-        limiting = (
-            (queued is not None and queued > self.policy.max_queue_delay)
-            or self.lag > self.policy.max_lag
-            or now - self._last_shed < self.policy.cooldown
-        )
-        if limiting and self.in_flight >= self.limit():
-            return self._refuse(now)
-        self.in_flight += 1
-        return True
+        verdict = self._decide(queued)
+        if verdict is _ADMIT:
+            self.in_flight += 1
+            return True
+        return self._refuse(self._clock())
 
-    def _queue_too_long(self, queued: float, now: float) -> bool:
-        if queued <= self.policy.max_queue_delay:
+    async def enter(self, queued: float | None = None) -> bool:
+        """:meth:`admit`, except that a prompt call refused only because every slot is taken
+        waits for one for what is left of its ``max_queue_delay`` (the CPU is then never idle
+        for want of a call, and no admitted call has waited longer than that in all)."""
+        if not self.policy.enabled:
+            return True
+        verdict = self._decide(queued)
+        if verdict is _ADMIT:
+            self.in_flight += 1
+            return True
+        budget = self.policy.max_queue_delay - (queued or 0.0)
+        if verdict is _FULL and budget > 0:
+            loop = asyncio.get_running_loop()
+            waiter: asyncio.Future[bool] = loop.create_future()
+            self._waiters.append(waiter)
+            timer = loop.call_later(budget, _expire, waiter)
+            try:
+                if await waiter:
+                    return True  # handed a slot by finished(): already counted in flight
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled() and waiter.result():
+                    self._release()  # handed a slot just as the call was cancelled: give it on
+                raise
+            finally:
+                timer.cancel()
+        return self._refuse(self._clock())
+
+    def _decide(self, queued: float | None) -> int:
+        now = self._clock()
+        late = queued is not None and queued > self.policy.max_queue_delay
+        queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
+        if late and queueing:
+            return _LATE  # it already waited: serving it late helps nobody
+        if (queueing or self.lag > self.policy.max_lag) and self.in_flight >= self.limit():
+            return _FULL
+        return _ADMIT
+
+    def _queue_persists(self, late: bool, now: float, queued: float) -> bool:
+        """CoDel's test: calls have been arriving late for at least ``interval`` (a call that
+        itself waited that long proves it)."""
+        if not late:
             self._above_since = None
             return False
+        if queued >= self.policy.interval:
+            return True
         if self._above_since is None:
             self._above_since = now
             return False
@@ -182,8 +223,23 @@ class LoadShedder:
         """An admitted call ended after ``latency`` seconds."""
         if not self.policy.enabled:
             return
-        self.in_flight = max(0, self.in_flight - 1)
+        self._release()
         slot = self._slot()
         self._passed[slot] += 1
         if latency < self._min_latency[slot]:
             self._min_latency[slot] = latency
+
+    def _release(self) -> None:
+        """A slot is free: hand it to the oldest call still waiting for one, or count it free."""
+        waiters = self._waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(True)
+                return
+        self.in_flight = max(0, self.in_flight - 1)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
