@@ -12,6 +12,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import grpcmesh
 from grpcmesh.errors import MeshError
 
@@ -101,3 +103,28 @@ def test_import_grpcmesh_loads_no_optional_package() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_every_closed_object_raises_closed_error() -> None:
+    """Registry, channel, client manager and mesh all say "closed" the same way."""
+    from grpcmesh.client import ClientManager
+
+    registry = grpcmesh.open_registry("memory://")
+    await registry.close()
+    with pytest.raises(grpcmesh.ClosedError):
+        await registry.get_service("svc")
+
+    live = grpcmesh.open_registry("memory://")
+    manager = ClientManager(live)
+    channel = manager.channel("svc")
+    await manager.close()
+    with pytest.raises(grpcmesh.ClosedError):
+        manager.channel("svc")
+    with pytest.raises(grpcmesh.ClosedError):
+        await channel.channel_ready()
+
+    mesh = grpcmesh.Mesh(live, config=grpcmesh.MeshConfig())
+    await mesh.close()
+    with pytest.raises(grpcmesh.ClosedError):
+        mesh.channel("svc")
+    await live.close()

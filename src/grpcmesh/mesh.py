@@ -23,7 +23,7 @@ from grpcmesh.client.settings import CallSettings
 from grpcmesh.config import MeshConfig, load_config
 from grpcmesh.config.models import SheddingConfig
 from grpcmesh.context import Propagation
-from grpcmesh.errors import ConfigError
+from grpcmesh.errors import ClosedError, ConfigError
 from grpcmesh.lifecycle_log import install_lifecycle_logging
 from grpcmesh.mesh_middleware import MeshMiddleware
 from grpcmesh.registry import Registry, open_registry
@@ -194,7 +194,7 @@ class Mesh:
         """The :class:`ClientManager` behind :meth:`channel`, created on first use."""
         if self._clients is None:
             if self._closed:
-                raise ConfigError("this Mesh is closed; create a new one")
+                raise ClosedError("this Mesh is closed; create a new one")
             options: dict[str, Any] = {"settings_for": self.call_settings, **self._client_options}
             self._clients = ClientManager(
                 self.registry,

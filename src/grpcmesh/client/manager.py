@@ -27,7 +27,7 @@ from grpcmesh.client.outlier import OutlierPolicy
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.discovery.balancers import POLICIES
 from grpcmesh.discovery.endpoints import EndpointFilter
-from grpcmesh.errors import ConfigError
+from grpcmesh.errors import ClosedError, ConfigError
 from grpcmesh.registry.base import Registry
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class ClientManager:
     ) -> MeshChannel:
         """The shared channel to ``name`` (instances matching the filter), created on first use."""
         if self._closed:
-            raise ConfigError("ClientManager is closed; create a new one")
+            raise ClosedError("ClientManager is closed; create a new one")
         kwargs = dict(self._channel_kwargs)
         settings = self._settings_for(name) if self._settings_for is not None else None
         if settings is not None:
