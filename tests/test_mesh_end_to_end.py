@@ -33,5 +33,5 @@ async def test_server_and_channel_through_the_public_api(tmp_path: Path) -> None
         assert err.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
         assert "echo-service" in (err.value.details() or "")
 
-    with pytest.raises(grpcmesh.ConfigError, match="closed"):
+    with pytest.raises(grpcmesh.ClosedError, match="closed"):
         client_mesh.channel("echo-service")
