@@ -23,7 +23,9 @@ is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
 attempt is retried only if ``may_retry`` says so; the call's final status goes to the
-observation exactly once (``_end_call``).
+observation exactly once (``_end_call``). The streaming kinds run these steps in a task made
+with the call; the unary-unary call (:mod:`grpcmesh.client.unary_call`) runs its first attempt
+in the task that awaits it.
 """
 
 from __future__ import annotations
