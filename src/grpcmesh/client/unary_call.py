@@ -28,6 +28,8 @@ _IDLE, _RUNNING, _DONE = 0, 1, 2  # the call's progress in the caller's task (un
 
 
 class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
+    """A unary-unary call whose first attempt runs in the awaiting task (see the module docstring)."""
+
     _lazy = True
 
     _state = _IDLE
