@@ -175,3 +175,18 @@ async def test_a_failed_call_in_the_callers_task_raises_the_same_error_when_awai
         assert call.done()
         assert not call.cancelled()
         assert await call.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+async def test_unary_calls_created_together_run_together(registry: Registry, echo_port: int) -> None:
+    """Like grpc.aio, a unary call not awaited at once is under way: calls created together and
+    then awaited one after another overlap on the server instead of running one at a time."""
+    async with MeshChannel(registry, SERVICE) as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        await stub.Unary(echo_pb2.EchoRequest(), timeout=5)  # connected
+        calls = [stub.Unary(echo_pb2.EchoRequest(message=str(n), delay_ms=3000), timeout=30) for n in range(4)]
+        # Nothing awaited yet: after a few loop turns all four are on the wire at once.
+        async with asyncio.timeout(20):  # bounded: a call that waits to be awaited never gets there
+            while channel.stats().per_endpoint[0].outstanding < 4:
+                await asyncio.sleep(0.01)
+        replies = [await call for call in calls]
+        assert [r.message for r in replies] == ["0", "1", "2", "3"]

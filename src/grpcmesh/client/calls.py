@@ -139,9 +139,19 @@ class _MeshCall:
         self._task: asyncio.Task[Any] | None = None
         if not self._lazy:
             self._engine()
+        else:
+            # Like a grpc.aio call, it is under way without being awaited: if the creating code
+            # does not await it in the same step (``await stub.M(req)`` does), the loop's next
+            # turn starts it in a task, so calls created together still run together.
+            asyncio.get_running_loop().call_soon(self._start_if_idle)
 
     _lazy = False
-    """True for the unary-unary call, which starts only when first awaited or asked about."""
+    """True for the unary-unary call, which runs in the caller's task when awaited at once."""
+
+    def _start_if_idle(self) -> None:
+        """Start a lazy call nobody awaited or asked about in the step that created it."""
+        if self._task is None:
+            self._engine()
 
     # -- the engine -------------------------------------------------------------------
 

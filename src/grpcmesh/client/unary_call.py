@@ -5,8 +5,9 @@ For the most common call that task costs more than the rest of the engine, so aw
 ``MeshUnaryUnaryCall`` drives the first attempt directly: observation, admission, an endpoint
 picked without waiting, the grpc.aio call, its outcome. A task is made only when something
 needs one: no endpoint could be picked at once, an attempt failed and is retried, or the call
-is asked about (``code()``, ``add_done_callback()``...) before anyone awaited it. Until first
-awaited or asked about, nothing is sent (a call nobody touches costs nothing).
+is asked about (``code()``, ``add_done_callback()``...) before anyone awaited it. A call not
+awaited in the step that created it starts in a task on the loop's next turn, as a grpc.aio call
+would be under way: ``calls = [stub.M(r) for r in requests]`` still runs them together.
 
 While the first attempt runs in the caller's task, the call's grpc.aio call is in flight, so
 ``cancel()`` cancels that call, and cancelling the caller's task cancels it too (grpc.aio's own
@@ -93,6 +94,10 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
         task.add_done_callback(self._hand_over_callbacks)
         self._wake_waiters()
         return (yield from task.__await__())
+
+    def _start_if_idle(self) -> None:
+        if self._task is None and self._state == _IDLE:
+            self._engine()
 
     def _ran(self, error: BaseException | None) -> None:
         """The call ended in the caller's task: tell whoever waits or asked to be called back."""
