@@ -25,26 +25,29 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
+from grpcmesh.client.calls import CallOptions
 from grpcmesh.client.errors import MeshRpcError, NoEndpointsRpcError, is_not_sent, is_transport_failure
 from grpcmesh.client.outlier import OutlierDetector
 from grpcmesh.client.retry_budget import RetryBudget
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.subchannel import SubChannel
 from grpcmesh.client.throttle import AdaptiveThrottle
+from grpcmesh.context import TIMEOUT_HEADER, merged_metadata
 from grpcmesh.discovery.balancers import Balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError
 from grpcmesh.security.tls import handshake_hint
 
 if TYPE_CHECKING:
-    from grpcmesh.client.calls import CallFinish, CallObserver, CallOptions, MethodSpec
+    from grpcmesh.client.calls import CallFinish, CallObserver, MethodSpec
     from grpcmesh.config import SecurityConfig
 
+_NO_EXCLUSIONS: frozenset[str] = frozenset()  # pick_now's, not a new empty set per call
 log = logging.getLogger("grpcmesh.client")
 
 
@@ -170,9 +173,6 @@ class CallHost:
         (request id, baggage). An already spent budget leaves a deadline in the past, which
         :meth:`admit` turns into DEADLINE_EXCEEDED before anything is sent.
         """
-        from grpcmesh.client.calls import CallOptions
-        from grpcmesh.context import TIMEOUT_HEADER, merged_metadata
-
         settings = self.settings
         if timeout is None:
             timeout = settings.default_timeout(spec.method)
@@ -221,7 +221,7 @@ class CallHost:
 
     # -- 3. endpoint acquisition -------------------------------------------------------------
 
-    def _pick(self, request_key: str | None, exclude: set[str]) -> SubChannel | None:
+    def _pick(self, request_key: str | None, exclude: Set[str]) -> SubChannel | None:
         now = time.monotonic()
         if now >= self._next_check:
             if now >= self.outliers.next_evaluation:
@@ -245,7 +245,7 @@ class CallHost:
         if self.closed:
             raise ChannelClosedError("MeshChannel is closed")
         self.watcher.start()
-        return self._pick(request_key, set())
+        return self._pick(request_key, _NO_EXCLUSIONS)
 
     async def acquire(
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool

@@ -23,7 +23,9 @@ is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
 attempt is retried only if ``may_retry`` says so; the call's final status goes to the
-observation exactly once (``_end_call``).
+observation exactly once (``_end_call``). The streaming kinds run these steps in a task made
+with the call; the unary-unary call (:mod:`grpcmesh.client.unary_call`) runs its first attempt
+in the task that awaits it.
 """
 
 from __future__ import annotations
@@ -133,33 +135,58 @@ class _MeshCall:
         self._explanation: BaseException | None = None  # the failure with its likely cause, if any
         self._ended = False
         self._status_task: asyncio.Task[None] | None = None
-        self._finish = host.begin_call(spec, options)
-        self._task: asyncio.Task[Any] = asyncio.get_running_loop().create_task(self._establish())
-        self._task.add_done_callback(_mark_retrieved)
+        self._finish: CallFinish | None = None
+        self._task: asyncio.Task[Any] | None = None
+        if not self._lazy:
+            self._engine()
+        else:
+            # Like a grpc.aio call, it is under way without being awaited: if the creating code
+            # does not await it in the same step (``await stub.M(req)`` does), the loop's next
+            # turn starts it in a task, so calls created together still run together.
+            asyncio.get_running_loop().call_soon(self._start_if_idle)
+
+    _lazy = False
+    """True for the unary-unary call, which runs in the caller's task when awaited at once."""
+
+    def _start_if_idle(self) -> None:
+        """Start a lazy call nobody awaited or asked about in the step that created it."""
+        if self._task is None:
+            self._engine()
 
     # -- the engine -------------------------------------------------------------------
 
-    async def _establish(self) -> Any:
+    def _engine(self) -> asyncio.Task[Any]:
+        """The task establishing the call, started (with the call's observation) on first need."""
+        task = self._task
+        if task is None:
+            self._finish = self._host.begin_call(self._spec, self._options)
+            task = self._task = asyncio.get_running_loop().create_task(self._establish())
+            task.add_done_callback(_mark_retrieved)
+        return task
+
+    async def _establish(self, exclude: set[str] | None = None, admitted: bool = False) -> Any:
         try:
-            refused = self._host.admit(self._spec, self._options)
-            if refused is not None:  # spent deadline or client-side throttling: nothing is sent
-                self._fail(refused)
-                raise refused
+            if not admitted:
+                refused = self._host.admit(self._spec, self._options)
+                if refused is not None:  # spent deadline or client-side throttling: nothing is sent
+                    self._fail(refused)
+                    raise refused
             if self._spec.kind.request_streaming:
                 return await self._establish_fixed()
-            return await self._establish_retrying()
+            return await self._establish_retrying(exclude)
         except BaseException as error:
             self._end_attempt(error)
             self._end_call(error)
             raise
 
-    async def _establish_retrying(self) -> Any:
+    async def _establish_retrying(self, exclude: set[str] | None) -> Any:
         """Unary request: attempts until one gives its first outcome (the response, or a stream's
-        first message or EOF); a failed attempt moves to another endpoint once, if allowed."""
+        first message or EOF); a failed attempt moves to another endpoint once, if allowed
+        (``exclude`` set: this is already that retry)."""
         host = self._host
         unary_response = not self._spec.kind.response_streaming
-        exclude: set[str] | None = None  # set once retried
-        sub = host.pick_now(self._options.request_key)  # no coroutine when an endpoint is ready
+        # No coroutine when an endpoint is ready; a retry always goes through acquire.
+        sub = host.pick_now(self._options.request_key) if exclude is None else None
         while True:
             if sub is None:
                 sub = await self._acquire(exclude)
@@ -297,23 +324,24 @@ class _MeshCall:
 
     async def _settled(self) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.shield(self._task)
+            await asyncio.shield(self._engine())
 
     # -- grpc.aio.Call surface -----------------------------------------------------------
 
     def cancelled(self) -> bool:
         if self._call is not None:
             return bool(self._call.cancelled())
-        return self._task.cancelled()
+        return self._task is not None and self._task.cancelled()
 
     def done(self) -> bool:
         if self._call is not None and self._started_ok():
             return bool(self._call.done())
-        return self._task.done()
+        return self._engine().done()
 
     def _started_ok(self) -> bool:
         """True once the call is established on an endpoint (the task ended without error)."""
-        return self._task.done() and not self._task.cancelled() and self._task.exception() is None
+        task = self._engine()
+        return task.done() and not task.cancelled() and task.exception() is None
 
     def time_remaining(self) -> float | None:
         deadline = self._options.deadline
@@ -323,15 +351,16 @@ class _MeshCall:
         cancelled = False
         if self._call is not None:
             cancelled = bool(self._call.cancel())
-        if not self._task.done():
-            cancelled = self._task.cancel() or cancelled
+        task = self._engine()
+        if not task.done():
+            cancelled = task.cancel() or cancelled
         return cancelled
 
     def add_done_callback(self, callback: Callable[[Any], None]) -> None:
         def fire(_: Any) -> None:
             callback(self)
 
-        self._task.add_done_callback(fire)
+        self._engine().add_done_callback(fire)
 
     async def initial_metadata(self) -> grpc.aio.Metadata:
         await self._settled()
@@ -366,7 +395,7 @@ class _MeshCall:
         return "cancelled before an endpoint was chosen"
 
     async def wait_for_connection(self) -> None:
-        await self._task
+        await self._engine()
         if self._call is not None:
             await self._call.wait_for_connection()
 
@@ -381,7 +410,7 @@ class _ResponseStream(_MeshCall):
     """Reading side of the two server-streaming kinds."""
 
     async def read(self) -> Any:
-        await self._task
+        await self._engine()
         if self._first is not _NOTHING:
             self._answered = True
             message, self._first = self._first, _NOTHING
@@ -428,7 +457,7 @@ class _RequestStream(_MeshCall):
     """Writing side of the two client-streaming kinds."""
 
     async def write(self, request: Any) -> None:
-        await self._task
+        await self._engine()
         try:
             await self._call.write(request)
         except grpc.aio.AioRpcError as error:
@@ -438,13 +467,8 @@ class _RequestStream(_MeshCall):
             raise explained from error
 
     async def done_writing(self) -> None:
-        await self._task
+        await self._engine()
         await self._call.done_writing()
-
-
-class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[type-arg]
-    def __await__(self) -> Generator[Any, None, Any]:
-        return (yield from self._task.__await__())
 
 
 class MeshUnaryStreamCall(_ResponseStream, grpc.aio.UnaryStreamCall):  # type: ignore[type-arg]
@@ -453,7 +477,7 @@ class MeshUnaryStreamCall(_ResponseStream, grpc.aio.UnaryStreamCall):  # type: i
 
 class MeshStreamUnaryCall(_RequestStream, grpc.aio.StreamUnaryCall):  # type: ignore[type-arg]
     async def _response(self) -> Any:
-        await self._task
+        await self._engine()
         try:
             response = await self._call
         except BaseException as error:
@@ -471,11 +495,3 @@ class MeshStreamUnaryCall(_RequestStream, grpc.aio.StreamUnaryCall):  # type: ig
 
 class MeshStreamStreamCall(_ResponseStream, _RequestStream, grpc.aio.StreamStreamCall):  # type: ignore[type-arg]
     pass
-
-
-CALL_CLASSES: dict[RpcType, type[_MeshCall]] = {
-    RpcType.UNARY: MeshUnaryUnaryCall,
-    RpcType.SERVER_STREAM: MeshUnaryStreamCall,
-    RpcType.CLIENT_STREAM: MeshStreamUnaryCall,
-    RpcType.BIDI_STREAM: MeshStreamStreamCall,
-}

@@ -23,10 +23,18 @@ import grpc
 
 from grpcmesh._rpc import RpcType
 from grpcmesh.client._host import CallHost
-from grpcmesh.client.calls import CALL_CLASSES, CallObserver, MethodSpec
+from grpcmesh.client.calls import (
+    CallObserver,
+    MeshStreamStreamCall,
+    MeshStreamUnaryCall,
+    MeshUnaryStreamCall,
+    MethodSpec,
+    _MeshCall,
+)
 from grpcmesh.client.outlier import OutlierPolicy
 from grpcmesh.client.settings import CallSettings, normalize_methods
 from grpcmesh.client.subchannel import EndpointStats, SubChannel
+from grpcmesh.client.unary_call import MeshUnaryUnaryCall
 from grpcmesh.discovery.balancers import make_balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError, ConfigError
@@ -299,13 +307,21 @@ class MeshChannel(grpc.aio.Channel):
         )
 
 
+_CALL_CLASSES: dict[RpcType, type[_MeshCall]] = {
+    RpcType.UNARY: MeshUnaryUnaryCall,
+    RpcType.SERVER_STREAM: MeshUnaryStreamCall,
+    RpcType.CLIENT_STREAM: MeshStreamUnaryCall,
+    RpcType.BIDI_STREAM: MeshStreamStreamCall,
+}
+
+
 class _MultiCallable:
     """Makes the call object of its method's kind; the call engine does the rest."""
 
     def __init__(self, host: CallHost, spec: MethodSpec) -> None:
         self._host = host
         self._spec = spec
-        self._call_class = CALL_CLASSES[spec.kind]
+        self._call_class = _CALL_CLASSES[spec.kind]
 
     def __call__(
         self,
