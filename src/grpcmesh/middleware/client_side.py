@@ -20,6 +20,7 @@ import grpc
 from grpcmesh._rpc import RpcType
 from grpcmesh.client.calls import status_of
 from grpcmesh.middleware.behavior import split_method
+from grpcmesh.middleware.observing import start_observers
 
 if TYPE_CHECKING:
     from grpcmesh.client.calls import CallFinish, CallOptions, MethodSpec
@@ -122,19 +123,6 @@ ClientObserver = Callable[[ClientCall], ClientFinish | None]
 """Called when a call starts (may add metadata); returns what to call once its code is known, or ``None``."""
 
 
-def _start(observers: Sequence[ClientObserver], call: ClientCall) -> list[ClientFinish]:
-    finishers = []
-    for observe in observers:
-        try:
-            finish = observe(call)
-        except Exception:
-            log.exception("client observer failed at the start of %s; skipping it for this call", call.full_method)
-            continue
-        if finish is not None:
-            finishers.append(finish)
-    return finishers
-
-
 def _end(finishers: list[ClientFinish], call: ClientCall, code: grpc.StatusCode, error: BaseException | None) -> None:
     call.code = code
     call.error = error
@@ -159,7 +147,7 @@ class ClientObservation:
         # A tuple view of the caller's metadata: never modified; copied only if an observer writes.
         given = options.metadata
         call = ClientCall(spec.method, spec.kind, tuple(given) if given else None, None, self.caller, callee)
-        finishers = _start(self.observers, call)
+        finishers = start_observers(self.observers, call, "client")
         copied = call.copied_metadata
         if copied is not None:
             options.metadata = copied
@@ -203,7 +191,7 @@ class _InterceptedCalls:
                 details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
             )
         call = ClientCall(method, rpc_type, metadata, self._target)
-        return call, _start(self._observers, call), new_details
+        return call, start_observers(self._observers, call, "client"), new_details
 
     async def unary_unary(self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any) -> Any:
         """Waits for the outcome before returning the call, so it is recorded before the caller sees it.

@@ -47,6 +47,7 @@ from grpcmesh.middleware.behavior import (
     split_method,
     wrap_behavior,
 )
+from grpcmesh.middleware.observing import start_observers
 
 log = logging.getLogger("grpcmesh.middleware")
 
@@ -229,19 +230,6 @@ class ServerPipeline:
         return wrap_behavior(handler, around)
 
 
-def _start(observers: tuple[ServerObserver, ...], call: ServerCall) -> list[ServerFinish]:
-    finishers = []
-    for observe in observers:
-        try:
-            finish = observe(call)
-        except Exception:
-            log.exception("server observer failed at the start of %s; skipping it for this call", call.full_method)
-            continue
-        if finish is not None:
-            finishers.append(finish)
-    return finishers
-
-
 def _finish(finishers: list[ServerFinish], call: ServerCall, error: BaseException | None) -> None:
     call.settle(error)
     for finish in reversed(finishers):
@@ -271,7 +259,7 @@ def _around_coroutine(
 ) -> Behavior:
     async def run(request: Any, context: Context) -> Any:
         call = ServerCall(full_method, rpc_type, context, _UNSET, names)
-        finishers = _start(observers, call) if observers else None
+        finishers = start_observers(observers, call, "server") if observers else None
         error: BaseException | None = None
         try:
             for guard in guards:
@@ -304,7 +292,7 @@ def _around_generator(
 ) -> Behavior:
     async def run(request: Any, context: Context) -> AsyncIterator[Any]:
         call = ServerCall(full_method, rpc_type, context, _UNSET, names)
-        finishers = _start(observers, call) if observers else None
+        finishers = start_observers(observers, call, "server") if observers else None
         error: BaseException | None = None
         try:
             for guard in guards:
