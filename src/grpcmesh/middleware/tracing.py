@@ -35,7 +35,7 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from grpcmesh.context import REQUEST_ID_HEADER, current_request_id
 from grpcmesh.errors import ConfigError
@@ -48,6 +48,7 @@ from grpcmesh.middleware.server_side import (
     ServerObservingInterceptor,
     ServerPipeline,
 )
+from grpcmesh.middleware.spans import MeshSpans, MeshTracerProvider, remote_parent
 from grpcmesh.middleware.trace_context import (
     TRACEPARENT,
     carried,
@@ -100,7 +101,7 @@ def setup_tracing(
         raise ConfigError("service.name: empty; tracing needs the service name")
     if not 0.0 <= sample_rate <= 1.0:
         raise ConfigError(f"tracing.sample_rate: {sample_rate} is outside 0..1; use e.g. 0.1 for 10%")
-    provider = TracerProvider(
+    provider = MeshTracerProvider(
         resource=Resource.create({"service.name": service_name}),
         sampler=MeshSampler(sample_rate),
     )
@@ -157,7 +158,7 @@ REQUEST_ID_ATTRIBUTE = "grpcmesh.request_id"
 """Span attribute holding the call's ``x-request-id`` (see :mod:`grpcmesh.context`)."""
 
 
-def _client_attributes(call: ClientCall) -> dict[str, str]:
+def _client_attributes(call: ClientCall) -> dict[str, Any]:
     attributes = _attributes(call.service, call.method)
     for key, value in call.metadata or ():
         if key == REQUEST_ID_HEADER:
@@ -166,24 +167,11 @@ def _client_attributes(call: ClientCall) -> dict[str, str]:
     return attributes
 
 
-def _attributes(service: str, method: str) -> dict[str, str]:
+def _attributes(service: str, method: str) -> dict[str, Any]:
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method}
 
 
 TRACESTATE = "tracestate"
-
-
-def _remote_parent(parsed: tuple[str, str, bool], tracestate: str | None) -> otel_context.Context:
-    """The caller's span as a remote parent, from an already parsed ``traceparent``."""
-    state = TraceState.from_header([tracestate]) if tracestate else None
-    parent = SpanContext(
-        int(parsed[0], 16),
-        int(parsed[1], 16),
-        is_remote=True,
-        trace_flags=TraceFlags(TraceFlags.SAMPLED if parsed[2] else TraceFlags.DEFAULT),
-        trace_state=state,
-    )
-    return trace.set_span_in_context(NonRecordingSpan(parent))
 
 
 class Tracing:
@@ -193,6 +181,9 @@ class Tracing:
         self._tracer = tracer_provider.get_tracer(_INSTRUMENTATION)
         sampler = getattr(tracer_provider, "sampler", None)
         self._sampler = sampler if isinstance(sampler, MeshSampler) else None
+        # The mesh makes its own spans when it also makes the sampling decisions (setup_tracing's
+        # provider); with any other provider or sampler, the SDK's start_span does.
+        self._spans = MeshSpans.of(tracer_provider, _INSTRUMENTATION) if self._sampler is not None else None
 
     def _decide_root(self) -> bool | None:
         """A new trace's decision, or ``None`` when the provider's own sampler must decide (with a span)."""
@@ -219,20 +210,25 @@ class Tracing:
             call.trace_id = forwarded[3:35]
             carried_token = carried.set(forwarded)
             return lambda _call: carried.reset(carried_token)
-        # start_span + an explicit attach is what start_as_current_span does, without its two
-        # generator-based context managers.
-        parent = _remote_parent(parsed, call.header(TRACESTATE)) if parsed is not None else otel_context.Context()
-        attributes = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
+        parent = remote_parent(*parsed, call.header(TRACESTATE)) if parsed is not None else None
+        attributes: dict[str, Any] = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
         request_id = current_request_id() or call.header(REQUEST_ID_HEADER)
         if request_id is not None:
             attributes[REQUEST_ID_ATTRIBUTE] = request_id
-        span = self._start(
-            f"{call.service}/{call.method}",
-            SpanKind.SERVER,
-            parent,
-            parsed is None and decision is True,
-            attributes=attributes,
-        )
+        name = f"{call.service}/{call.method}"
+        span: Any
+        if self._spans is not None:
+            span = self._spans.start(name, SpanKind.SERVER, parent, attributes)
+        else:
+            # start_span + an explicit attach is what start_as_current_span does, without its two
+            # generator-based context managers.
+            span = self._start(
+                name,
+                SpanKind.SERVER,
+                trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else otel_context.Context(),
+                parsed is None and decision is True,
+                attributes=attributes,
+            )
         context = span.get_span_context()
         call.trace_id = format(context.trace_id, "032x") if context.is_valid else None
         token = otel_context.attach(trace.set_span_in_context(span))
@@ -270,13 +266,22 @@ class Tracing:
             call.metadata.set_all(TRACEPARENT, [header])
             call.trace_id = header[3:35]
             return None
-        span = self._start(
-            f"{call.service}/{call.method}",
-            SpanKind.CLIENT,
-            None,
-            forced,
-            attributes=_client_attributes(call),
-        )
+        span: Any
+        if self._spans is not None:
+            span = self._spans.start(
+                f"{call.service}/{call.method}",
+                SpanKind.CLIENT,
+                current if current.is_valid else None,
+                _client_attributes(call),
+            )
+        else:
+            span = self._start(
+                f"{call.service}/{call.method}",
+                SpanKind.CLIENT,
+                None,
+                forced,
+                attributes=_client_attributes(call),
+            )
         context = span.get_span_context()
         if context.is_valid:  # what the W3C propagator writes, without its carrier round trip
             trace_id = format(context.trace_id, "032x")
