@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import pytest
 
@@ -117,15 +118,15 @@ def test_bad_settings_are_config_errors() -> None:
 
 
 def test_request_id_is_generated_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Binding a call without an x-request-id must not pay for a uuid4 unless the id is used."""
+    """Binding a call without an x-request-id must not pay for a new id unless the id is used."""
     made: list[int] = []
-    real = context.uuid.uuid4
+    real = context.new_request_id
 
-    def counting() -> object:
+    def counting() -> str:
         made.append(1)
         return real()
 
-    monkeypatch.setattr(context.uuid, "uuid4", counting)
+    monkeypatch.setattr(context, "new_request_id", counting)
     call = Propagation().incoming([("baggage", "b")], None)
     assert made == []
     request_id = call.request_id
@@ -133,3 +134,14 @@ def test_request_id_is_generated_on_first_use_only(monkeypatch: pytest.MonkeyPat
     assert call.metadata == (("baggage", "b"), (REQUEST_ID_HEADER, request_id))
     assert call.request_id == request_id  # generated once, then the same
     assert made == [1]
+
+
+def test_generated_request_ids_are_random_version_4_uuids() -> None:
+    ids = {context.new_request_id() for _ in range(1000)}
+    assert len(ids) == 1000
+    for text in ids:
+        assert len(text) == 32
+        parsed = uuid.UUID(hex=text)
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+        assert parsed.hex == text

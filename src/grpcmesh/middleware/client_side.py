@@ -101,6 +101,15 @@ class ClientCall:
         for key, value in headers:
             found.set_all(key, [value])
 
+    def header(self, key: str) -> Any:
+        """The first value of outgoing metadata ``key`` (or ``None``), read without copying anything."""
+        found = self._metadata
+        items = found if found is not None else (*(self._given or ()), *self._added)
+        for item_key, value in items:
+            if item_key == key:
+                return value
+        return None
+
     @property
     def copied_metadata(self) -> Any:
         """What to send instead of the caller's metadata if an observer added to it, else ``None``."""

@@ -160,10 +160,9 @@ REQUEST_ID_ATTRIBUTE = "grpcmesh.request_id"
 
 def _client_attributes(call: ClientCall) -> dict[str, Any]:
     attributes = _attributes(call.service, call.method)
-    for key, value in call.metadata or ():
-        if key == REQUEST_ID_HEADER:
-            attributes[REQUEST_ID_ATTRIBUTE] = value if isinstance(value, str) else value.decode("utf-8", "replace")
-            break
+    value = call.header(REQUEST_ID_HEADER)
+    if value is not None:
+        attributes[REQUEST_ID_ATTRIBUTE] = value if isinstance(value, str) else value.decode("utf-8", "replace")
     return attributes
 
 
@@ -211,7 +210,12 @@ class Tracing:
             carried_token = carried.set(forwarded)
             return lambda _call: carried.reset(carried_token)
         parent = remote_parent(*parsed, call.header(TRACESTATE)) if parsed is not None else None
-        attributes: dict[str, Any] = {**_attributes(call.service, call.method), "network.peer.address": call.peer()}
+        attributes: dict[str, Any] = {
+            "rpc.system": "grpc",
+            "rpc.service": call.service,
+            "rpc.method": call.method,
+            "network.peer.address": call.peer(),
+        }
         request_id = current_request_id() or call.header(REQUEST_ID_HEADER)
         if request_id is not None:
             attributes[REQUEST_ID_ATTRIBUTE] = request_id
@@ -229,8 +233,11 @@ class Tracing:
                 parsed is None and decision is True,
                 attributes=attributes,
             )
-        context = span.get_span_context()
-        call.trace_id = format(context.trace_id, "032x") if context.is_valid else None
+        if parsed is not None:
+            call.trace_id = parsed[0]
+        else:
+            context = span.get_span_context()
+            call.trace_id = format(context.trace_id, "032x") if context.is_valid else None
         token = otel_context.attach(trace.set_span_in_context(span))
 
         def finish(done: ServerCall) -> None:
@@ -263,7 +270,7 @@ class Tracing:
                 forced = decision is True
                 header = unsampled_traceparent() if decision is False else None
         if header is not None:  # not sampled: pass the trace on, make no span
-            call.metadata.set_all(TRACEPARENT, [header])
+            call.put_headers(((TRACEPARENT, header),))
             call.trace_id = header[3:35]
             return None
         span: Any
@@ -285,9 +292,11 @@ class Tracing:
         context = span.get_span_context()
         if context.is_valid:  # what the W3C propagator writes, without its carrier round trip
             trace_id = format(context.trace_id, "032x")
-            call.metadata.set_all(TRACEPARENT, [f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"])
+            traceparent = f"00-{trace_id}-{context.span_id:016x}-{context.trace_flags:02x}"
             if context.trace_state:
-                call.metadata.set_all(TRACESTATE, [context.trace_state.to_header()])
+                call.put_headers(((TRACEPARENT, traceparent), (TRACESTATE, context.trace_state.to_header())))
+            else:
+                call.put_headers(((TRACEPARENT, traceparent),))
             call.trace_id = trace_id
 
         def finish(done: ClientCall) -> None:
