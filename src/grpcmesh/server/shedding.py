@@ -96,8 +96,8 @@ class LoadShedder:
         self._above_since: float | None = None
         """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
-        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
-        """Prompt calls waiting (at most their ``max_queue_delay``) for a slot, oldest first."""
+        self._waiters: collections.deque[tuple[float, asyncio.Future[bool]]] = collections.deque()
+        """Prompt calls waiting for a slot, oldest first, each with when its wait budget ends."""
 
     # -- the lag probe -------------------------------------------------------------------
 
@@ -178,7 +178,7 @@ class LoadShedder:
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
-            self._waiters.append(waiter)
+            self._waiters.append((self._clock() + budget, waiter))
             timer = loop.call_later(budget, _expire, waiter)
             try:
                 if await waiter:
@@ -230,13 +230,20 @@ class LoadShedder:
             self._min_latency[slot] = latency
 
     def _release(self) -> None:
-        """A slot is free: hand it to the oldest call still waiting for one, or count it free."""
+        """A slot is free: hand it to the oldest call still waiting for one within its budget, or
+        count it free. A waiter whose budget ran out while the loop was busy (its timer has not
+        fired yet) is refused here, so no admitted call has queued longer than ``max_queue_delay``."""
         waiters = self._waiters
+        now = self._clock()
         while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
+            expires, waiter = waiters.popleft()
+            if waiter.done():
+                continue
+            if now > expires:
+                waiter.set_result(False)
+                continue
+            waiter.set_result(True)
+            return
         self.in_flight = max(0, self.in_flight - 1)
 
 
