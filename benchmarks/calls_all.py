@@ -51,8 +51,9 @@ The latency of an admitted call, split with the bench server's `--stats` (second
 10 ms of CPU: two in flight is what keeps the loop busy; one would idle it a third of the time),
 the wait the server sees, and about 10 ms before the server's clock starts: while the loop is
 busy, the deadline grpc derives from `grpc-timeout` starts about 10 ms after the client sent the
-call (also from a sync grpc client on its own connection; with an idle loop it is under 1 ms). No admission rule can see or
-shorten that part. What changed for the wait the server does see: (1) the queueing target is
+call (also from a sync grpc client on its own connection; with an idle loop it is under 1 ms).
+No admission rule can see or shorten that part. What changed for the wait the server does see:
+(1) the queueing target is
 relative to the handler's own service time, `queue_delay_factor` (0.3) x the shortest admitted
 call in the window (about 5 ms here), floor `min_queue_delay` 2 ms, instead of a fixed 10 ms;
 (2) a waiter whose budget ran out while the loop was busy is refused when a slot frees instead
@@ -70,7 +71,8 @@ client's reply path costs 0.4 ms p50 / 1.6-2.6 ms p99 (last column).
 grpc.aio's `maximum_concurrent_rpcs` is no substitute (row above): calls still wait in grpc's
 core before it counts them (admitted p50 about 0.5 s, most past their deadline), and health
 checks count against it and are refused. At 0.8x capacity shedding refused nothing in the three
-runs of the final code (it refused 2 of 844 in one run of the previous code), yet it stays off by default: the benchmark's load is evenly paced and its
+runs of the final code (it refused 2 of 844 in one run of the previous code), yet it stays
+off by default: the benchmark's load is evenly paced and its
 handlers are all alike; a server whose methods differ widely gets its target from the fastest,
 and one whose handlers hold the loop longer than `interval` (50 ms) still sheds a call that
 alone waited that long, at any load. Turn it on (`service.load_shedding.enabled: true`) where
