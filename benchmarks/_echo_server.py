@@ -103,7 +103,9 @@ def main() -> None:
     p.add_argument("--instance-id", default="echo-0")
     p.add_argument("--ttl", type=float, default=3.0)
     p.add_argument("--propagation-delay", type=float, default=0.5)
-    p.add_argument("--stack", choices=["none", "peer", "empty", "full", "tracing", "logging", "metrics", "auth"], default="none")
+    p.add_argument(
+        "--stack", choices=["none", "peer", "empty", "full", "tracing", "logging", "metrics", "auth"], default="none"
+    )
     p.add_argument("--sample-rate", type=float, default=1.0, help="tracing sample rate with --stack")
     p.add_argument("--access-log", default="sampled", help="logging.access_log with --stack")
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")

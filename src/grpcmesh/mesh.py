@@ -232,6 +232,8 @@ class Mesh:
 def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
     return SheddingPolicy(
         enabled=config.enabled,
+        queue_delay_factor=config.queue_delay_factor,
+        min_queue_delay=config.min_queue_delay,
         max_queue_delay=config.max_queue_delay,
         interval=config.interval,
         max_lag=config.max_lag,

@@ -278,3 +278,79 @@ async def test_a_cancelled_waiting_call_does_not_keep_a_slot() -> None:
     load.finished(0.01)  # the slot is free again, not handed to the cancelled call
     assert load.in_flight == 0
     assert await load.enter(0.0)
+
+
+def test_the_queueing_target_follows_the_handlers_own_service_time() -> None:
+    load, _ = shedder(queue_delay_factor=0.3, min_queue_delay=0.002, max_queue_delay=0.01)
+    assert load.queue_target() == 0.01  # no call has finished yet: the fixed fallback
+    assert load.admit()
+    load.finished(0.1)  # 100 ms handlers: calls may queue 30 ms
+    assert load.queue_target() == pytest.approx(0.03)
+    assert load.admit()
+    load.finished(0.001)  # a 1 ms handler: the floor
+    assert load.queue_target() == 0.002
+    fixed, _ = shedder(queue_delay_factor=0, max_queue_delay=0.01)
+    assert fixed.admit()
+    fixed.finished(0.1)
+    assert fixed.queue_target() == 0.01
+
+
+def test_with_long_handlers_a_call_below_the_relative_target_is_not_late() -> None:
+    load, clock = shedder(queue_delay_factor=0.3, interval=0.1, cooldown=1.0)
+    assert load.admit()
+    load.finished(0.2)  # 200 ms handlers: target 60 ms
+    for _ in range(5):  # waits of 50 ms (a fixed 10 ms target would call them late) keep coming
+        clock.now += 0.05
+        assert load.admit(queued=0.05)
+    assert load.shed == 0
+    clock.now += 0.05
+    assert load.admit(queued=0.07)  # above the target: the episode's clock starts
+    clock.now += 0.15
+    assert not load.admit(queued=0.07)  # late for longer than the interval: refused
+
+
+async def test_a_waiter_whose_budget_ran_out_while_the_loop_was_busy_is_not_handed_the_slot() -> None:
+    load = LoadShedder(
+        SheddingPolicy(enabled=True, minimum_in_flight=1, queue_delay_factor=0, max_queue_delay=0.05, probe_interval=60)
+    )
+    load.observe_lag(1.0)
+    assert await load.enter(0.0)
+    waiting = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0)  # it waits for a slot, its 50 ms budget running
+    time.sleep(0.08)  # the loop is busy past the budget: its timer has not fired yet
+    load.finished(0.01)  # the slot frees first; the late waiter must not get it
+    assert not await asyncio.wait_for(waiting, 30)
+    assert (load.in_flight, load.shed) == (0, 1)
+
+
+async def test_a_refused_unary_call_gets_resource_exhausted_while_admitted_ones_are_served(registry: Registry) -> None:
+    # Real server, real mesh channel: with the slot held, a call that waited past its target
+    # (the lag makes the limit apply) is refused at once; health is answered throughout.
+    policy = SheddingPolicy(
+        enabled=True, minimum_in_flight=1, queue_delay_factor=0, max_queue_delay=0.001, probe_interval=60, cooldown=60
+    )
+    server = MeshServer(registry, ServerSettings(name="gated2", propagation_delay=0), shedding=policy)
+    servicer = GatedEcho()
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server.grpc)
+    await server.start()
+    try:
+        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
+        async with (
+            MeshChannel(registry, "gated2", settings=unthrottled) as channel,
+            grpc.aio.insecure_channel(server.target) as plain,
+        ):
+            stub = echo_pb2_grpc.EchoStub(channel)
+            held = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="held"), timeout=30))
+            await asyncio.wait_for(servicer.entered.wait(), 30)
+            server.shedder.observe_lag(1.0)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+            checked = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=30)
+            servicer.release.set()
+            assert (await held).message == "held"
+        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert refused.value.details() == SHED_DETAILS
+        assert checked.status == health_pb2.HealthCheckResponse.SERVING
+        assert (server.shedder.shed, server.shedder.in_flight) == (1, 0)
+    finally:
+        await server.stop()

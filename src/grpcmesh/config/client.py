@@ -151,8 +151,13 @@ class SheddingConfig(_Section):
     """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED when the event loop lags."""
 
     enabled: bool = False
+    queue_delay_factor: Annotated[Number, pydantic.Field(ge=0.0, le=10.0)] = 0.3
+    """Queueing target as a fraction of the shortest recent handler time (0: fixed ``max_queue_delay``);
+    a queueing delay above it, kept up for ``interval``, makes the server refuse calls."""
+    min_queue_delay: Duration = 0.002
+    """Floor of the relative queueing target."""
     max_queue_delay: Duration = 0.01
-    """Queueing delay before the handler starts that, kept up for ``interval``, makes the server refuse calls."""
+    """Queueing target until a handler time is known, or always with ``queue_delay_factor: 0``."""
     interval: Duration = 0.05
     max_lag: Duration = 0.05
     cooldown: Duration = 1.0

@@ -4,19 +4,29 @@ An overloaded grpc.aio server does not pile calls up in Python: grpc's core hold
 the event loop gets round to them, so the handlers see a steady trickle and a growing wait.
 The main signal is therefore each call's *queueing delay*: mesh channels send the timeout
 they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when the handler
-starts tells how much of it was spent waiting. As CoDel does for packets, once that delay
-stays above ``max_queue_delay`` for ``interval`` (or one call alone waited ``interval``), the
-server is shedding: until ``cooldown`` after the last refusal, a call that already waited
-longer than ``max_queue_delay`` is refused at once — serving it late helps nobody.
+starts tells how much of it was spent waiting. The target for it is relative to the handler's
+own service time: ``queue_delay_factor`` (0.3) times the shortest time an admitted call took in
+the last ``window``, at least ``min_queue_delay`` (``max_queue_delay`` until a call has
+finished, or always with a factor of 0). As CoDel does for packets, once that delay stays above
+the target for ``interval`` (or one call alone waited ``interval``), the server is shedding:
+until ``cooldown`` after the last refusal, a call that already waited longer than the target
+is refused at once — serving it late helps nobody.
 
 Prompt calls are then admitted up to how many calls the server has shown it can hold at
 once, estimated as Kratos' BBR limiter does from the last ``window``: ``max completions per
 second * min latency`` (Little's law), at least ``minimum_in_flight``. A prompt call that
-finds every slot taken waits for one, but only for what is left of its ``max_queue_delay``:
-the loop always has the next call ready (no idle CPU between calls), and no admitted call has
-queued longer than that in all. The same limit applies while the event loop lags more than
+finds every slot taken waits for one, but only for what is left of its target: the loop
+always has the next call ready (no idle CPU between calls), and no admitted call has queued
+longer than that in all. The same limit applies while the event loop lags more than
 ``max_lag`` (a probe task samples how late a timer fires), for handlers that pile up in Python.
 A server whose calls do not queue and whose loop does not lag never sheds.
+
+Part of a call's wait is invisible to the server: while the loop is busy, the deadline grpc
+derives from ``grpc-timeout`` starts about 10 ms after the client sent the call (measured with
+grpcio 1.85, see BENCHMARKS.md), so the target bounds what the server can see, not all of it.
+A server whose methods differ widely in duration gets its target from the fastest; give it a
+fixed ``max_queue_delay`` (``queue_delay_factor=0``) above the longest time one handler holds
+the loop.
 
 Limitation: handlers that never ``await`` run one at a time, so their in-flight count stays
 near zero; the queueing delay still sees them. Sync handlers (run on a thread pool) are not
@@ -54,11 +64,18 @@ class SheddingPolicy:
     """When a server refuses calls (see the module docstring)."""
 
     enabled: bool = False
+    queue_delay_factor: float = 0.3
+    """The queueing target, as a fraction of the shortest time an admitted call took in the last
+    ``window`` (the handler's own service time): a call may have waited that long before its handler
+    starts; while shedding, a call that waited longer is refused, and a prompt one waits for a slot
+    at most that long in all. 0: the fixed ``max_queue_delay`` instead."""
+    min_queue_delay: float = 0.002
+    """Floor of the relative target (below it, timer and loop jitter look like queueing)."""
     max_queue_delay: float = 0.01
-    """Queueing delay (seconds) a call may have had before its handler starts; while shedding,
-    a call that waited longer is refused, and a prompt one waits for a slot at most this long in all."""
+    """The queueing target (seconds) while no admitted call has finished in the ``window`` yet,
+    and always when ``queue_delay_factor`` is 0."""
     interval: float = 0.05
-    """How long the queueing delay must stay above ``max_queue_delay`` before calls are refused."""
+    """How long the queueing delay must stay above its target before calls are refused."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
     cooldown: float = 1.0
@@ -67,10 +84,20 @@ class SheddingPolicy:
     probe_interval: float = 0.05
 
     def __post_init__(self) -> None:
-        for key in ("max_queue_delay", "interval", "max_lag", "cooldown", "window", "probe_interval"):
+        for key in (
+            "min_queue_delay",
+            "max_queue_delay",
+            "interval",
+            "max_lag",
+            "cooldown",
+            "window",
+            "probe_interval",
+        ):
             value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"shedding.{key}: {value!r} must be > 0 seconds")
+        if not 0 <= self.queue_delay_factor <= 10:
+            raise ConfigError(f"shedding.queue_delay_factor: {self.queue_delay_factor!r} must be within 0..10")
         if self.minimum_in_flight < 1:
             raise ConfigError(f"shedding.minimum_in_flight: {self.minimum_in_flight!r} must be >= 1")
 
@@ -94,10 +121,10 @@ class LoadShedder:
         self.shed = 0
         self._last_shed = -math.inf
         self._above_since: float | None = None
-        """When the queueing delay went above ``max_queue_delay`` (None: it is below)."""
+        """When the queueing delay went above its target (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
-        self._waiters: collections.deque[asyncio.Future[bool]] = collections.deque()
-        """Prompt calls waiting (at most their ``max_queue_delay``) for a slot, oldest first."""
+        self._waiters: collections.deque[tuple[float, asyncio.Future[bool]]] = collections.deque()
+        """Prompt calls waiting for a slot, oldest first, each with when its wait budget ends."""
 
     # -- the lag probe -------------------------------------------------------------------
 
@@ -149,6 +176,16 @@ class LoadShedder:
         estimate = 0 if math.isinf(min_latency) else math.ceil(max_rate * min_latency)
         return max(self.policy.minimum_in_flight, estimate)
 
+    def queue_target(self) -> float:
+        """The queueing delay a call may have had before its handler starts (see ``SheddingPolicy``)."""
+        policy = self.policy
+        if policy.queue_delay_factor:
+            self._slot()
+            service = min(self._min_latency)
+            if not math.isinf(service):
+                return max(policy.min_queue_delay, policy.queue_delay_factor * service)
+        return policy.max_queue_delay
+
     # -- per call ------------------------------------------------------------------------
 
     def admit(self, queued: float | None = None) -> bool:
@@ -158,7 +195,7 @@ class LoadShedder:
         """
         if not self.policy.enabled:
             return True
-        verdict = self._decide(queued)
+        verdict = self._decide(queued, self.queue_target())
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
@@ -166,19 +203,20 @@ class LoadShedder:
 
     async def enter(self, queued: float | None = None) -> bool:
         """:meth:`admit`, except that a prompt call refused only because every slot is taken
-        waits for one for what is left of its ``max_queue_delay`` (the CPU is then never idle
-        for want of a call, and no admitted call has waited longer than that in all)."""
+        waits for one for what is left of its queueing target (the CPU is then never idle for
+        want of a call, and no admitted call has waited longer than that in all)."""
         if not self.policy.enabled:
             return True
-        verdict = self._decide(queued)
+        target = self.queue_target()
+        verdict = self._decide(queued, target)
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
-        budget = self.policy.max_queue_delay - (queued or 0.0)
+        budget = target - (queued or 0.0)
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
-            self._waiters.append(waiter)
+            self._waiters.append((self._clock() + budget, waiter))
             timer = loop.call_later(budget, _expire, waiter)
             try:
                 if await waiter:
@@ -191,9 +229,9 @@ class LoadShedder:
                 timer.cancel()
         return self._refuse(self._clock())
 
-    def _decide(self, queued: float | None) -> int:
+    def _decide(self, queued: float | None, target: float) -> int:
         now = self._clock()
-        late = queued is not None and queued > self.policy.max_queue_delay
+        late = queued is not None and queued > target
         queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
         if late and queueing:
             return _LATE  # it already waited: serving it late helps nobody
@@ -230,13 +268,20 @@ class LoadShedder:
             self._min_latency[slot] = latency
 
     def _release(self) -> None:
-        """A slot is free: hand it to the oldest call still waiting for one, or count it free."""
+        """A slot is free: hand it to the oldest call still waiting for one within its budget, or
+        count it free. A waiter whose budget ran out while the loop was busy (its timer has not
+        fired yet) is refused here, so no admitted call has queued longer than its target."""
         waiters = self._waiters
+        now = self._clock()
         while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(True)
-                return
+            expires, waiter = waiters.popleft()
+            if waiter.done():
+                continue
+            if now > expires:
+                waiter.set_result(False)
+                continue
+            waiter.set_result(True)
+            return
         self.in_flight = max(0, self.in_flight - 1)
 
 
