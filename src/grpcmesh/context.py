@@ -57,6 +57,7 @@ NEVER_PROPAGATED = frozenset(
         "service-auth-key",
         "x-mesh-caller",
         "x-mesh-caller-token",
+        "x-mesh-auth",
         "x-api-key",
         "x-mesh-timeout-ms",
     }

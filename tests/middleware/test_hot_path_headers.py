@@ -6,7 +6,7 @@ import grpc
 
 from grpcmesh._rpc import RpcType
 from grpcmesh.client.calls import CallOptions, MethodSpec
-from grpcmesh.middleware.auth import CALLER_HEADER, CALLER_TOKEN_HEADER, SERVICE_KEY_HEADER, ClientAuth, ServerAuth
+from grpcmesh.middleware.auth import AUTH_HEADER, SERVICE_KEY_HEADER, ClientAuth, ServerAuth
 from grpcmesh.middleware.client_side import ClientCall, ClientObservation
 
 KEY = "hot-path-test-key-0123456789abcdef"
@@ -27,10 +27,11 @@ def test_auth_headers_are_appended_to_the_callers_tuple_without_a_metadata_copy(
     assert isinstance(options.metadata, tuple)  # no grpc.aio.Metadata built on the common path
     assert options.metadata[0] == ("x-request-id", "r1")
     keys = [key for key, _ in options.metadata]
-    assert keys == ["x-request-id", SERVICE_KEY_HEADER, CALLER_HEADER, CALLER_TOKEN_HEADER]
+    assert keys == ["x-request-id", AUTH_HEADER]  # one signed header: neither the key nor three headers
     assert given == (("x-request-id", "r1"),)  # the caller's object is untouched
-    token = dict(options.metadata)[CALLER_TOKEN_HEADER]
-    assert ServerAuth(KEY)._verify_caller("orders", token, KEY)
+    signed = dict(options.metadata)[AUTH_HEADER]
+    assert KEY not in signed
+    assert ServerAuth(KEY).check("/echo.Echo/Unary", dict(options.metadata).get, None) == "orders"
 
 
 def test_a_callers_own_value_of_an_added_key_is_replaced_once() -> None:

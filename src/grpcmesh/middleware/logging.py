@@ -41,10 +41,11 @@ ACCESS_LOGGER = "grpcmesh.rpc"
 REDACTED = "[REDACTED]"
 
 SECRET_NAME = re.compile(
-    r"pass(word|wd|phrase)?|secret|token|authori[sz]ation|credential|cookie|private|signature|(^|[-_.])key$|apikey",
+    r"pass(word|wd|phrase)?|secret|token|authori[sz]ation|credential|cookie|private|signature|(^|[-_.])key$|apikey"
+    r"|(^|[-_.])auth$",
     re.IGNORECASE,
 )
-"""Field names whose values are replaced by ``[REDACTED]`` (``password``, ``x-service-key``, ``auth_token``...)."""
+"""Field names whose values are replaced by ``[REDACTED]`` (``password``, ``x-service-key``, ``x-mesh-auth``, ``auth_token``...)."""
 
 
 def redact_secrets(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:

@@ -3,9 +3,10 @@
 The same concerns, header names and metric names as the ``grpc.aio`` middleware, so a sync
 service and an aio service look alike to their callers, to Prometheus and in the logs:
 
-* :class:`SyncAuthInterceptor`: ``x-service-key`` (or the original design's
-  ``service-auth-key``) compared in constant time; with a caller policy, the signed
-  ``x-mesh-caller`` token (or the mTLS peer) must be allowed the method;
+* :class:`SyncAuthInterceptor`: the aio servers' checks (:class:`~grpcmesh.middleware.auth.ServerAuth`):
+  a signed ``x-mesh-auth`` or ``x-service-key`` (or the original design's ``service-auth-key``),
+  compared in constant time; with a caller policy, the signed caller (or the mTLS peer) must be
+  allowed the method;
 * :class:`SyncMetricsInterceptor`: ``grpc_server_*`` and ``grpc_service_*`` series;
 * :class:`SyncLoggingInterceptor`: one line per call (method, code, duration, peer).
 
@@ -14,8 +15,6 @@ Each wraps unary and streaming handlers; health and reflection are exempt from a
 
 from __future__ import annotations
 
-import fnmatch
-import hmac
 import logging
 import threading
 import time
@@ -24,16 +23,7 @@ from typing import Any, TypeAlias, cast
 
 import grpc
 
-from grpcmesh.errors import ConfigError
-from grpcmesh.middleware.auth import (
-    CALLER_HEADER,
-    CALLER_TOKEN_HEADER,
-    DEFAULT_EXEMPT,
-    SEED_SERVICE_KEY_HEADER,
-    SERVICE_KEY_HEADER,
-    verify_caller,
-)
-from grpcmesh.security.tls import peer_identities
+from grpcmesh.middleware.auth import DEFAULT_EXEMPT, AuthRefused, ServerAuth
 
 log = logging.getLogger("grpcmesh.sync")
 
@@ -76,7 +66,11 @@ def _split(method: str) -> tuple[str, str]:
 
 
 class SyncAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
-    """Refuses calls without the shared service key (and, with ``policy``, callers not allowed the method)."""
+    """Refuses calls without the shared service key (and, with ``policy``, callers not allowed the method).
+
+    The checks are :class:`~grpcmesh.middleware.auth.ServerAuth`'s, so a sync server accepts exactly
+    what an aio mesh server accepts (the signed ``x-mesh-auth``, the key, the older caller headers).
+    """
 
     def __init__(
         self,
@@ -84,20 +78,14 @@ class SyncAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         policy: Mapping[str, Sequence[str]] | None = None,
         exempt: Sequence[str] = DEFAULT_EXEMPT,
     ) -> None:
-        if service_key is not None and not service_key:
-            raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
-        if service_key is None and policy is None:
-            raise ConfigError("security: the auth interceptor needs service_auth_key, a caller policy, or both")
-        self._key = service_key
-        self._policy = None if policy is None else {caller: tuple(p) for caller, p in policy.items()}
-        self._exempt = tuple(exempt)
+        self._auth = ServerAuth(service_key, policy, exempt)
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], Handler | None], details: Any
     ) -> Handler | None:
         handler = continuation(details)
         method: str = details.method
-        if handler is None or any(fnmatch.fnmatchcase(method, pattern) for pattern in self._exempt):
+        if handler is None or self._auth.is_exempt(method):
             return handler
         return _rewrap(handler, method, self._guard)
 
@@ -112,31 +100,11 @@ class SyncAuthInterceptor(grpc.ServerInterceptor):  # type: ignore[type-arg]
         return guarded
 
     def _refusal(self, method: str, context: grpc.ServicerContext) -> tuple[grpc.StatusCode, str] | None:
-        if self._key is not None:
-            given = _metadata(context, SERVICE_KEY_HEADER) or _metadata(context, SEED_SERVICE_KEY_HEADER)
-            if given is None:
-                return grpc.StatusCode.UNAUTHENTICATED, "missing service key"
-            if not hmac.compare_digest(given.encode(), self._key.encode()):
-                return grpc.StatusCode.UNAUTHENTICATED, "invalid service key"
-        if self._policy is None:
-            return None
-        caller, token = _metadata(context, CALLER_HEADER), _metadata(context, CALLER_TOKEN_HEADER)
-        if caller is not None and token is not None and self._key is not None:
-            if not verify_caller(caller, token, self._key):
-                return grpc.StatusCode.UNAUTHENTICATED, "invalid or expired caller token"
-            identities: tuple[str, ...] = (caller,)
-        else:
-            identities = peer_identities(context)
-        if not identities:
-            return (
-                grpc.StatusCode.UNAUTHENTICATED,
-                "caller identity required (signed caller token or client certificate)",
-            )
-        for identity in identities:
-            patterns = self._policy.get(identity, ()) + self._policy.get("*", ())
-            if any(fnmatch.fnmatchcase(method, pattern) for pattern in patterns):
-                return None
-        return grpc.StatusCode.PERMISSION_DENIED, f"caller {identities[0]!r} may not call {method}"
+        try:
+            self._auth.check(method, lambda key: _metadata(context, key), context)
+        except AuthRefused as refused:
+            return refused.code, refused.details
+        return None
 
 
 def _observed(behavior: Behavior, streams: bool, done: Callable[[grpc.StatusCode, float], None]) -> Behavior:
