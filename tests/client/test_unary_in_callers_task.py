@@ -190,3 +190,32 @@ async def test_unary_calls_created_together_run_together(registry: Registry, ech
                 await asyncio.sleep(0.01)
         replies = [await call for call in calls]
         assert [r.message for r in replies] == ["0", "1", "2", "3"]
+
+
+async def test_calls_left_unawaited_start_next_turn_in_order_and_a_failing_one_stops_none(
+    registry: Registry, echo_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One loop callback per turn starts every call the channel made in it, in order; a call
+    that cannot start is logged and the rest still start."""
+    started: list[int] = []
+
+    class Pending:
+        def __init__(self, number: int) -> None:
+            self.number = number
+
+        def _start_if_idle(self) -> None:
+            started.append(self.number)
+            if self.number == 1:
+                raise RuntimeError("cannot start")
+
+    async with MeshChannel(registry, SERVICE) as channel:
+        host = channel._host
+        for number in range(3):
+            host.start_later(Pending(number))
+        assert started == []  # nothing before the loop's next turn
+        await asyncio.sleep(0)
+        assert started == [0, 1, 2]
+        host.start_later(Pending(3))  # a later turn gets a callback of its own
+        await asyncio.sleep(0)
+        assert started == [0, 1, 2, 3]
+    assert "could not start a call" in caplog.text

@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Set
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -49,6 +49,10 @@ if TYPE_CHECKING:
 
 _NO_EXCLUSIONS: frozenset[str] = frozenset()  # pick_now's, not a new empty set per call
 log = logging.getLogger("grpcmesh.client")
+
+
+class _Startable(Protocol):
+    def _start_if_idle(self) -> None: ...
 
 
 class CallHost:
@@ -94,6 +98,29 @@ class CallHost:
         self.no_endpoint_errors = 0
         self.ejections_of_gone = 0
         """Ejections counted by sub-channels that have since been closed (keeps the total monotonic)."""
+        self._later: list[_Startable] = []
+        """Calls made in this loop turn that start on the next one unless awaited first."""
+
+    # -- calls not awaited at once ------------------------------------------------------
+
+    def start_later(self, call: _Startable) -> None:
+        """Start ``call`` on the loop's next turn if nobody has awaited it by then.
+
+        One loop callback per turn serves every call the channel made in it (a callback per call
+        was a measurable part of a call's cost), in the order they were made.
+        """
+        later = self._later
+        later.append(call)
+        if len(later) == 1:
+            asyncio.get_running_loop().call_soon(self._start_pending)
+
+    def _start_pending(self) -> None:
+        pending, self._later = self._later, []
+        for call in pending:
+            try:
+                call._start_if_idle()
+            except Exception:  # one call that cannot start must not keep the others from starting
+                log.exception("could not start a call to %s", self.service)
 
     # -- endpoint set -----------------------------------------------------------------
 
@@ -187,21 +214,27 @@ class CallHost:
             wait_for_ready = settings.wait_for_ready
         return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))
 
-    def admit(self, spec: MethodSpec, options: CallOptions) -> MeshRpcError | None:
-        """Why the call must fail without being sent (spent deadline, client-side throttling), or None."""
+    def admit(self, spec: MethodSpec, options: CallOptions, now: float | None = None) -> MeshRpcError | None:
+        """Why the call must fail without being sent (spent deadline, client-side throttling), or None.
+
+        ``now`` is ``time.monotonic()`` if the caller has read it already (one reading per call serves
+        admission, the pick and the attempt's start).
+        """
         if options.deadline is not None and options.deadline <= asyncio.get_running_loop().time():
             return MeshRpcError(
                 grpc.StatusCode.DEADLINE_EXCEEDED,
                 f"deadline exceeded before {spec.method} could be sent (no time was left of the call's deadline, "
                 "or of the incoming call's it inherits)",
             )
-        if not self.throttle.allow():
+        if now is None:
+            now = time.monotonic()
+        if not self.throttle.allow(now):
             return MeshRpcError(
                 grpc.StatusCode.UNAVAILABLE,
                 f"{spec.method} to service {self.service!r} rejected by client-side throttling: "
                 f"the service has recently failed or refused most calls",
             )
-        self.budget.request()
+        self.budget.request(now)
         return None
 
     def _request_key(self, metadata: Any) -> str | None:
@@ -221,8 +254,9 @@ class CallHost:
 
     # -- 3. endpoint acquisition -------------------------------------------------------------
 
-    def _pick(self, request_key: str | None, exclude: Set[str]) -> SubChannel | None:
-        now = time.monotonic()
+    def _pick(self, request_key: str | None, exclude: Set[str], now: float | None = None) -> SubChannel | None:
+        if now is None:
+            now = time.monotonic()
         if now >= self._next_check:
             if now >= self.outliers.next_evaluation:
                 self.outliers.evaluate(now)
@@ -237,7 +271,7 @@ class CallHost:
             endpoint = next((s.endpoint for s in self.subs.values() if s.id not in exclude), None)
         return None if endpoint is None else self.subs.get(endpoint.id)
 
-    def pick_now(self, request_key: str | None) -> SubChannel | None:
+    def pick_now(self, request_key: str | None, now: float | None = None) -> SubChannel | None:
         """``acquire``'s common case without a coroutine: an endpoint if one can be picked now.
 
         ``None`` means the caller must ``await acquire(...)`` (no endpoint yet, so it waits).
@@ -245,7 +279,7 @@ class CallHost:
         if self.closed:
             raise ChannelClosedError("MeshChannel is closed")
         self.watcher.start()
-        return self._pick(request_key, _NO_EXCLUSIONS)
+        return self._pick(request_key, _NO_EXCLUSIONS, now)
 
     async def acquire(
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
@@ -305,13 +339,15 @@ class CallHost:
 
     # -- 4. attempts ----------------------------------------------------------------------
 
-    def attempt_started(self, sub: SubChannel) -> float:
+    def attempt_started(self, sub: SubChannel, now: float | None = None) -> float:
+        """Count the attempt on ``sub``; returns its start time (``now`` if given)."""
         sub.call_started()
         self.balancer.call_started(sub.endpoint)
-        return time.monotonic()
+        return time.monotonic() if now is None else now
 
     def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None:
-        latency = time.monotonic() - started
+        now = time.monotonic()
+        latency = now - started
         rpc_error = error if isinstance(error, grpc.aio.AioRpcError) else None
         failed = rpc_error is not None and (
             is_transport_failure(rpc_error) or rpc_error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
@@ -319,10 +355,10 @@ class CallHost:
         sub.call_finished(latency, ok=not failed)
         self.balancer.call_finished(sub.endpoint, latency, not failed)
         if error is None:
-            self.throttle.record(grpc.StatusCode.OK)
+            self.throttle.record(grpc.StatusCode.OK, now)
         elif rpc_error is not None:
-            self.throttle.record(rpc_error.code())
-        if self.outliers.record(sub.id, latency, error) and sub.id in self.subs:
+            self.throttle.record(rpc_error.code(), now)
+        if self.outliers.record(sub.id, latency, error, now) and sub.id in self.subs:
             self._rebalance()
 
     # -- 5. retries -----------------------------------------------------------------------

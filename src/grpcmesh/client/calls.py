@@ -143,7 +143,7 @@ class _MeshCall:
             # Like a grpc.aio call, it is under way without being awaited: if the creating code
             # does not await it in the same step (``await stub.M(req)`` does), the loop's next
             # turn starts it in a task, so calls created together still run together.
-            asyncio.get_running_loop().call_soon(self._start_if_idle)
+            host.start_later(self)
 
     _lazy = False
     """True for the unary-unary call, which runs in the caller's task when awaited at once."""
@@ -240,7 +240,8 @@ class _MeshCall:
             raise explained from failure
         return sub
 
-    def _start_attempt(self, sub: SubChannel, request: Any) -> Any:
+    def _start_attempt(self, sub: SubChannel, request: Any, now: float | None = None) -> Any:
+        """Send one attempt on ``sub`` (``now``: ``time.monotonic()`` if the caller has read it)."""
         options = self._options
         if options.deadline is None:
             timeout = None
@@ -259,7 +260,7 @@ class _MeshCall:
         )
         self._call = call
         self._sub = sub
-        self._started = self._host.attempt_started(sub)
+        self._started = self._host.attempt_started(sub, now)
         return call
 
     def _end_attempt(self, error: BaseException | None) -> None:

@@ -162,8 +162,8 @@ class OutlierDetector:
         log.warning("ejected endpoint %s for %.1fs: %s", endpoint_id, duration, reason)
         return True
 
-    def record(self, endpoint_id: str, latency: float, error: BaseException | None) -> bool:
-        """Count one attempt's outcome; True if it ejected the endpoint."""
+    def record(self, endpoint_id: str, latency: float, error: BaseException | None, now: float | None = None) -> bool:
+        """Count one attempt's outcome; True if it ejected the endpoint (``now``: the clock's reading, if known)."""
         health = self._health.get(endpoint_id)
         if health is None:
             return False
@@ -174,9 +174,11 @@ class OutlierDetector:
         failed = is_gateway_failure(error)
         health.interval_calls += 1
         health.interval_latency += latency
+        if now is None:
+            now = self._clock()
         if not failed:
             health.consecutive_failures = 0
-            if not health.ejected(self._clock()):
+            if not health.ejected(now):
                 health.streak = 0
             return False
         health.interval_failures += 1
@@ -185,7 +187,7 @@ class OutlierDetector:
             return False
         code = error.code().name if isinstance(error, grpc.aio.AioRpcError) else "error"
         return self._eject(
-            endpoint_id, health, self._clock(), f"{self.policy.consecutive_failures} consecutive failures (last {code})"
+            endpoint_id, health, now, f"{self.policy.consecutive_failures} consecutive failures (last {code})"
         )
 
     def record_connect_failure(self, endpoint_id: str) -> bool:

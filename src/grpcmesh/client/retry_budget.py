@@ -41,9 +41,9 @@ class RetryBudget:
         self._floor = self.policy.minimum_per_second * self.policy.window
         self.denied = 0
 
-    def request(self) -> None:
-        """A call (not a retry) was made."""
-        self._window.add(1.0, 0.0)
+    def request(self, now: float | None = None) -> None:
+        """A call (not a retry) was made (``now``: the clock's reading, if the caller has one)."""
+        self._window.add(1.0, 0.0, now)
 
     def try_retry(self) -> bool:
         """True (and the retry counted) if the budget allows one more retry now."""

@@ -66,25 +66,28 @@ class AdaptiveThrottle:
         self._rng = rng
         self.rejected = 0
 
-    def rejection_probability(self) -> float:
-        requests, accepts = self._window.totals()
+    def rejection_probability(self, now: float | None = None) -> float:
+        requests, accepts = self._window.totals(now)
         if requests < self.policy.minimum_requests:
             return 0.0
         return max(0.0, (requests - self.policy.k * accepts) / (requests + 1))
 
-    def allow(self) -> bool:
-        """Whether to send the next call; a False counts as a request that was not accepted."""
+    def allow(self, now: float | None = None) -> bool:
+        """Whether to send the next call; a False counts as a request that was not accepted.
+
+        ``now`` (here and in :meth:`record`): the clock's reading, when the caller has one already.
+        """
         if not self.policy.enabled:
             return True
-        probability = self.rejection_probability()
+        probability = self.rejection_probability(now)
         if probability > 0.0 and self._rng() < probability:
-            self._window.add(1.0, 0.0)
+            self._window.add(1.0, 0.0, now)
             self.rejected += 1
             return False
         return True
 
-    def record(self, code: grpc.StatusCode | None) -> None:
+    def record(self, code: grpc.StatusCode | None, now: float | None = None) -> None:
         """A sent call ended with ``code`` (None: cancelled by the caller, not counted)."""
         if code is None or not self.policy.enabled:
             return
-        self._window.add(1.0, 0.0 if code in NOT_ACCEPTED else 1.0)
+        self._window.add(1.0, 0.0 if code in NOT_ACCEPTED else 1.0, now)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -60,13 +61,14 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
         exclude: set[str] | None = None
         try:
             self._finish = host.begin_call(spec, options)
-            refused = host.admit(spec, options)
+            now = time.monotonic()  # one reading for admission, the pick and the attempt's start
+            refused = host.admit(spec, options, now)
             if refused is not None:  # spent deadline or client-side throttling: nothing is sent
                 self._fail(refused)
                 raise refused
-            sub = host.pick_now(options.request_key)
+            sub = host.pick_now(options.request_key, now)
             if sub is not None:
-                call = self._start_attempt(sub, self._request)
+                call = self._start_attempt(sub, self._request, now)
                 try:
                     response = yield from call.__await__()
                 except BaseException as error:

@@ -31,8 +31,8 @@ class SlidingWindow:
         self._total_b = 0.0
         self._current = math.floor(clock() / self._bucket_width)
 
-    def _advance(self) -> int:
-        index = math.floor(self._clock() / self._bucket_width)
+    def _advance(self, now: float | None) -> int:
+        index = math.floor((self._clock() if now is None else now) / self._bucket_width)
         if index != self._current:
             stale = min(index - self._current, self._buckets)
             for step in range(1, stale + 1):
@@ -45,13 +45,14 @@ class SlidingWindow:
             self._current = index
         return index % self._buckets
 
-    def add(self, a: float = 0.0, b: float = 0.0) -> None:
-        slot = self._advance()
+    def add(self, a: float = 0.0, b: float = 0.0, now: float | None = None) -> None:
+        """Add to the current bucket; ``now`` is the clock's reading if the caller has one already."""
+        slot = self._advance(now)
         self._a[slot] += a
         self._b[slot] += b
         self._total_a += a
         self._total_b += b
 
-    def totals(self) -> tuple[float, float]:
-        self._advance()
+    def totals(self, now: float | None = None) -> tuple[float, float]:
+        self._advance(now)
         return self._total_a, self._total_b

@@ -93,8 +93,7 @@ class ClientCall:
         """
         found = self._metadata
         if found is None:
-            present = (*(self._given or ()), *self._added)
-            if not present or not any(key == item[0] for key, _ in headers for item in present):
+            if not _overlaps(headers, self._given) and not _overlaps(headers, self._added):
                 self._added = (*self._added, *headers) if self._added else headers
                 return
             found = self.metadata
@@ -125,6 +124,16 @@ class ClientCall:
     @property
     def duration(self) -> float:
         return time.perf_counter() - self.started
+
+
+def _overlaps(headers: tuple[tuple[str, Any], ...], items: Any) -> bool:
+    """Whether ``items`` (metadata pairs, or None) hold any key of ``headers`` (a plain loop: no generator)."""
+    if items:
+        for key, _ in headers:
+            for item in items:
+                if item[0] == key:
+                    return True
+    return False
 
 
 ClientFinish = Callable[[ClientCall], None]

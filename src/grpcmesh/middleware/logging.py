@@ -45,7 +45,8 @@ SECRET_NAME = re.compile(
     r"|(^|[-_.])auth$",
     re.IGNORECASE,
 )
-"""Field names whose values are replaced by ``[REDACTED]`` (``password``, ``x-service-key``, ``x-mesh-auth``, ``auth_token``...)."""
+"""Field names whose values are replaced by ``[REDACTED]`` (``password``, ``x-service-key``, ``x-mesh-auth``,
+``auth_token``...)."""
 
 
 def redact_secrets(_logger: object, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
