@@ -17,7 +17,18 @@ from grpcmesh.errors import ConfigError
 class SlidingWindow:
     """Two running totals over the last ``window`` seconds, in ``buckets`` slices."""
 
-    __slots__ = ("_a", "_b", "_bucket_width", "_buckets", "_clock", "_current", "_total_a", "_total_b")
+    __slots__ = (
+        "_a",
+        "_b",
+        "_bucket_width",
+        "_buckets",
+        "_clock",
+        "_current",
+        "_edge",
+        "_slot",
+        "_total_a",
+        "_total_b",
+    )
 
     def __init__(self, window: float, buckets: int = 20, clock: Callable[[], float] = time.monotonic) -> None:
         if window <= 0 or buckets < 1:
@@ -30,9 +41,16 @@ class SlidingWindow:
         self._total_a = 0.0
         self._total_b = 0.0
         self._current = math.floor(clock() / self._bucket_width)
+        self._slot = self._current % buckets
+        self._edge = (self._current + 1) * self._bucket_width
+        """When the current bucket ends: before it, a call only compares (the common case)."""
 
     def _advance(self, now: float | None) -> int:
-        index = math.floor((self._clock() if now is None else now) / self._bucket_width)
+        if now is None:
+            now = self._clock()
+        if now < self._edge:
+            return self._slot
+        index = math.floor(now / self._bucket_width)
         if index != self._current:
             stale = min(index - self._current, self._buckets)
             for step in range(1, stale + 1):
@@ -43,7 +61,9 @@ class SlidingWindow:
             if stale == self._buckets:  # everything expired: drop float drift too
                 self._total_a = self._total_b = 0.0
             self._current = index
-        return index % self._buckets
+        self._slot = index % self._buckets
+        self._edge = (index + 1) * self._bucket_width
+        return self._slot
 
     def add(self, a: float = 0.0, b: float = 0.0, now: float | None = None) -> None:
         """Add to the current bucket; ``now`` is the clock's reading if the caller has one already."""
