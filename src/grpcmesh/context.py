@@ -35,6 +35,7 @@ __all__ = [
     "IncomingCall",
     "Outgoing",
     "Propagation",
+    "carried_traceparent",
     "current",
     "current_request_id",
     "detached",
@@ -84,13 +85,15 @@ class IncomingCall:
     ``uuid4`` per call was the largest part of binding the call context.
     """
 
-    __slots__ = ("_generate_id", "_metadata", "deadline")
+    __slots__ = ("_generate_id", "_metadata", "deadline", "traceparent")
 
     def __init__(self, deadline: float | None, metadata: Metadata, *, generate_request_id: bool = False) -> None:
         self.deadline = deadline
         """``time.monotonic()`` instant the caller gives up, or None without a deadline."""
         self._metadata = metadata
         self._generate_id = generate_request_id
+        self.traceparent: str | None = None
+        """The "not sampled" ``traceparent`` the call continues, set by tracing (see :func:`carried_traceparent`)."""
 
     @property
     def metadata(self) -> Metadata:
@@ -136,6 +139,24 @@ def new_request_id() -> str:
 
 _incoming: contextvars.ContextVar[IncomingCall | None] = contextvars.ContextVar("grpcmesh_incoming_call", default=None)
 
+carried: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_unsampled_trace", default=None)
+"""An unsampled ``traceparent`` carried on where no :class:`IncomingCall` holds it (plain grpc.aio servers
+running the tracing interceptor, and :func:`detached` blocks)."""
+
+
+def carried_traceparent() -> str | None:
+    """The unsampled ``traceparent`` the running code continues, if any.
+
+    A mesh server keeps it on the incoming call it already binds, so tracing sets no context
+    variable of its own per call.
+    """
+    call = _incoming.get()
+    if call is not None:
+        found = call.traceparent
+        if found is not None:
+            return found
+    return carried.get()
+
 
 def current() -> IncomingCall | None:
     """The incoming call the running code serves, or None (outside a handler, or detached)."""
@@ -155,10 +176,15 @@ def detached() -> Iterator[None]:
     ``with grpcmesh.context.detached(): asyncio.create_task(refresh_cache())`` starts work
     that may outlive the call without being cut short by the caller's deadline.
     """
+    call = _incoming.get()
     token = _incoming.set(None)
+    # The trace goes on (as a sampled span stays current): only the deadline and metadata are cut.
+    traced = carried.set(call.traceparent) if call is not None and call.traceparent is not None else None
     try:
         yield
     finally:
+        if traced is not None:
+            carried.reset(traced)
         _incoming.reset(token)
 
 

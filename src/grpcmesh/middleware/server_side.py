@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 
 from grpcmesh._rpc import RpcType
+from grpcmesh.context import IncomingCall
 from grpcmesh.middleware.behavior import (
     Behavior,
     Context,
@@ -69,6 +70,7 @@ class ServerCall:
         "context",
         "error",
         "full_method",
+        "incoming",
         "method",
         "rpc_type",
         "service",
@@ -92,6 +94,9 @@ class ServerCall:
         self.code: grpc.StatusCode | None = None
         self.error: BaseException | None = None
         self.trace_id: str | None = None
+        self.incoming: IncomingCall | None = None
+        """The call context a mesh server bound for the handler (``None`` elsewhere): concerns keep
+        per-call state for the handler's own calls on it rather than in context variables of their own."""
         self._metadata = metadata
         self._headers: dict[str, str] | None = None
 

@@ -8,18 +8,25 @@ without the extra.
 
 from __future__ import annotations
 
-import contextvars
 import random
 import re
 import sys
 from typing import Any
 
+from grpcmesh.context import carried, carried_traceparent
 from grpcmesh.middleware.behavior import metadata_value
 
-TRACEPARENT = "traceparent"
+__all__ = [
+    "TRACEPARENT",
+    "carried",
+    "carried_traceparent",
+    "current_trace_id",
+    "parse_traceparent",
+    "trace_id_of",
+    "unsampled_traceparent",
+]
 
-carried: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_unsampled_trace", default=None)
-"""The ``traceparent`` of the unsampled call being served, carried on to the calls its handler makes."""
+TRACEPARENT = "traceparent"
 
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
@@ -71,5 +78,5 @@ def current_trace_id() -> str | None:
         context = otel_trace.get_current_span().get_span_context()
         if context.is_valid:
             return format(context.trace_id, "032x")
-    header = carried.get()
+    header = carried_traceparent()
     return None if header is None else header[3:35]

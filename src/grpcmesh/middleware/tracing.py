@@ -52,6 +52,7 @@ from grpcmesh.middleware.spans import MeshSpans, MeshTracerProvider, remote_pare
 from grpcmesh.middleware.trace_context import (
     TRACEPARENT,
     carried,
+    carried_traceparent,
     current_trace_id,
     parse_traceparent,
     trace_id_of,
@@ -207,6 +208,10 @@ class Tracing:
         if decision is False:  # not sampled: no span; carry the context on for the handler's calls
             forwarded = header if parsed is not None and header is not None else unsampled_traceparent()
             call.trace_id = forwarded[3:35]
+            incoming = call.incoming
+            if incoming is not None:  # a mesh server: the call context it bound carries it
+                incoming.traceparent = forwarded
+                return None
             carried_token = carried.set(forwarded)
             return lambda _call: carried.reset(carried_token)
         parent = remote_parent(*parsed, call.header(TRACESTATE)) if parsed is not None else None
@@ -262,7 +267,7 @@ class Tracing:
             decision: bool | None = current.trace_flags.sampled
             header = None if decision else f"00-{current.trace_id:032x}-{current.span_id:016x}-00"
         else:
-            header = carried.get()
+            header = carried_traceparent()
             if header is not None:
                 decision = False
             else:

@@ -16,7 +16,8 @@ def call_context_concerns(propagation: Propagation) -> tuple[ServerConcern, ...]
     """The concern that binds the call context while a handler runs."""
 
     def bind(call: ServerCall) -> ServerFinish:
-        token = propagation.bind(propagation.incoming(call.metadata, call.context.time_remaining()))
+        incoming = call.incoming = propagation.incoming(call.metadata, call.context.time_remaining())
+        token = propagation.bind(incoming)
         return lambda _done: propagation.unbind(token)
 
     return (ServerConcern("call context", observe=bind),)
