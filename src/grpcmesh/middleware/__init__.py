@@ -10,6 +10,7 @@ its own call paths (``server_side.ServerPipeline``, ``client_side.ClientObservat
 from typing import Any
 
 from grpcmesh.middleware.auth import (
+    AUTH_HEADER,
     CALLER_HEADER,
     CALLER_TOKEN_HEADER,
     DEFAULT_EXEMPT,
@@ -19,6 +20,7 @@ from grpcmesh.middleware.auth import (
     auth_server_interceptor,
     current_caller,
     sign_caller,
+    signed_caller_header,
     verify_caller,
 )
 from grpcmesh.middleware.logging import (
@@ -51,6 +53,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AUTH_HEADER",
     "CALLER_HEADER",
     "CALLER_TOKEN_HEADER",
     "DEFAULT_EXEMPT",
@@ -70,6 +73,7 @@ __all__ = [
     "redact_secrets",
     "setup_tracing",
     "sign_caller",
+    "signed_caller_header",
     "tracing_client_interceptors",
     "tracing_server_interceptor",
     "verify_caller",
