@@ -89,7 +89,8 @@ class MeshMiddleware:
             exempt = DEFAULT_EXEMPT if public else tuple(p for p in DEFAULT_EXEMPT if ".reflection." not in p)
             auth = ServerAuth(secret, config.security.allowed_callers or None, exempt)
             self.server_concerns.append(auth.server_concern())
-            client.append(ClientAuth(secret, caller=service).observe_client)
+            legacy = config.security.legacy_auth_headers
+            client.append(ClientAuth(secret, caller=service, legacy_headers=legacy).observe_client)
         self.client_observation: ClientObservation | None = ClientObservation(client, service or "") if client else None
         """What every channel of the mesh runs once per call (``None``: nothing to observe)."""
 

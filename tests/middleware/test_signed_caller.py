@@ -137,3 +137,28 @@ async def test_a_sync_server_accepts_the_signed_header_and_refuses_a_forged_one(
         with pytest.raises(grpc.aio.AioRpcError) as denied:
             await stub.Unary(echo_pb2.EchoRequest(message="hi"))
     assert denied.value.code() is grpc.StatusCode.PERMISSION_DENIED
+
+
+def _sent_headers(legacy: bool) -> dict[str, str]:
+    from grpcmesh._rpc import RpcType
+    from grpcmesh.client.calls import CallOptions, MethodSpec
+    from grpcmesh.config import parse_config
+    from grpcmesh.mesh_middleware import MeshMiddleware
+
+    flag = str(legacy).lower()
+    text = f"service: {{name: orders}}\nsecurity: {{service_auth_key: {KEY}, legacy_auth_headers: {flag}}}\n"
+    observation = MeshMiddleware(parse_config(text)).client_observation
+    assert observation is not None
+    options = CallOptions(None, None, None, None, None, None)
+    observation.begin("users", MethodSpec(RpcType.UNARY, UNARY, None, None, True), options)
+    return dict(options.metadata or ())
+
+
+def test_legacy_auth_headers_send_the_older_three_headers_for_servers_that_predate_the_signed_one() -> None:
+    signed, legacy = _sent_headers(False), _sent_headers(True)
+    assert set(signed) == {AUTH_HEADER}
+    assert set(legacy) == {SERVICE_KEY_HEADER, CALLER_HEADER, CALLER_TOKEN_HEADER}
+    assert legacy[SERVICE_KEY_HEADER] == KEY
+    assert legacy[CALLER_HEADER] == "orders"
+    # What an older server checks: the key, then the caller's token.
+    assert ServerAuth(KEY, policy={"orders": [UNARY]}).check(UNARY, legacy.get, None) == "orders"

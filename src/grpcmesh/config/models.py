@@ -180,6 +180,9 @@ class SecurityConfig(_Section):
     """Caller service -> method patterns it may call; empty allows every authenticated caller."""
     public_reflection: bool = False
     """With ``service_auth_key`` set, also serve reflection (every method's full schema) to callers without the key."""
+    legacy_auth_headers: bool = False
+    """Channels send the key, ``x-mesh-caller`` and ``x-mesh-caller-token`` (three headers) instead of the
+    signed ``x-mesh-auth``: only while some servers of the mesh run a grpcmesh that predates it."""
 
     @pydantic.model_validator(mode="after")
     def _check_tls(self) -> SecurityConfig:

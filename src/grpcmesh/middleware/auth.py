@@ -265,13 +265,16 @@ def auth_server_interceptor(
 class ClientAuth:
     """Adds ``x-service-key``, or with ``caller`` the signed ``x-mesh-auth`` instead (re-signed once per second)."""
 
-    def __init__(self, service_key: str | None, caller: str | None = None) -> None:
+    def __init__(self, service_key: str | None, caller: str | None = None, *, legacy_headers: bool = False) -> None:
+        """``legacy_headers``: send the key, ``x-mesh-caller`` and ``x-mesh-caller-token`` instead of
+        ``x-mesh-auth``, for servers that predate it (``security.legacy_auth_headers``)."""
         if service_key is not None and not service_key:
             raise ConfigError("security.service_auth_key: empty; set a long random key or leave it unset")
         if caller is not None and service_key is None:
             raise ConfigError("service.name: a signed caller identity needs security.service_auth_key")
         self._key = service_key
         self._caller = caller
+        self._legacy = legacy_headers
         self._headers: tuple[tuple[str, str], ...] = ((SERVICE_KEY_HEADER, service_key),) if service_key else ()
         self._signed: tuple[tuple[tuple[str, str], ...], int] = ((), -1)
         """The headers with the current caller token, and the second it was signed."""
@@ -284,7 +287,11 @@ class ClientAuth:
         now = int(time.time())
         headers, second = self._signed
         if second != now:
-            headers = ((AUTH_HEADER, signed_caller_header(caller, key, now)),)
+            if self._legacy:
+                token = sign_caller(caller, key, now)
+                headers = (*self._headers, (CALLER_HEADER, caller), (CALLER_TOKEN_HEADER, token))
+            else:
+                headers = ((AUTH_HEADER, signed_caller_header(caller, key, now)),)
             self._signed = (headers, now)
         return headers
 
