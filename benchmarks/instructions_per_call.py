@@ -31,6 +31,7 @@ from pathlib import Path
 
 from _harness import BENCH_DIR, ROOT, child_env
 
+IN_FLIGHT = 16
 SERVER_STACK = {"bare": "none", "mesh": "none"}
 """Client stack -> the echo server's ``--stack`` (the plain server for the two without concerns)."""
 
@@ -39,10 +40,11 @@ async def _drive(port: int, stack: str, rate: float, calls: int, pid: int) -> No
     """Warm up, zero the counters of ``pid``, make ``calls`` calls, dump the counters."""
     import grpc
     from _middleware import client_observer
+    from cpu_per_call import load
 
     from grpcmesh import ServiceInstance, open_registry
     from grpcmesh.client import MeshChannel
-    from grpcmesh.protos import echo_pb2, echo_pb2_grpc
+    from grpcmesh.protos import echo_pb2_grpc
 
     registry = open_registry("memory://instructions")
     await registry.register(ServiceInstance(name="echo", id="echo", address="127.0.0.1", port=port))
@@ -53,18 +55,6 @@ async def _drive(port: int, stack: str, rate: float, calls: int, pid: int) -> No
     else:
         channel = MeshChannel(registry, "echo", observer=client_observer(stack, rate))
     stub = echo_pb2_grpc.EchoStub(channel)
-    request = echo_pb2.EchoRequest(message="x" * 32)
-
-    async def load(count: int) -> None:
-        left = count
-
-        async def caller() -> None:
-            nonlocal left
-            while left > 0:
-                left -= 1
-                await stub.Unary(request)
-
-        await asyncio.gather(*(caller() for _ in range(16)))
 
     async def control(flag: str) -> None:
         proc = await asyncio.create_subprocess_exec(
@@ -73,9 +63,9 @@ async def _drive(port: int, stack: str, rate: float, calls: int, pid: int) -> No
         if await proc.wait() != 0:
             raise RuntimeError(f"callgrind_control {flag} {pid} failed")
 
-    await load(300)
+    await load(stub, 300, IN_FLIGHT)
     await control("-z")  # count from here...
-    await load(calls)
+    await load(stub, calls, IN_FLIGHT)
     await control("-d")  # ...to here: the dump <out>.1
     await channel.close()
     await registry.close()

@@ -161,10 +161,8 @@ class MeshSpan(trace.Span, ReadableSpan):
         limits = self._provider.span_limits
         if not isinstance(self._events, BoundedList):
             self._events = BoundedList(limits.max_events)
-        bounded = BoundedAttributes(
-            limits.max_event_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
-        )
-        self._events.append(Event(name=name, attributes=bounded, timestamp=timestamp))
+        frozen = self._frozen(limits.max_event_attributes, attributes)
+        self._events.append(Event(name=name, attributes=frozen, timestamp=timestamp))
 
     def add_link(self, context: SpanContext, attributes: types.Attributes = None) -> None:
         if self._ended("add_link") or not context.is_valid:
@@ -172,10 +170,12 @@ class MeshSpan(trace.Span, ReadableSpan):
         limits = self._provider.span_limits
         if not isinstance(self._links, BoundedList):
             self._links = BoundedList(limits.max_links)
-        bounded = BoundedAttributes(
-            limits.max_link_attributes, attributes, max_value_len=limits.max_attribute_length, immutable=True
-        )
-        self._links.append(Link(context, bounded))
+        self._links.append(Link(context, self._frozen(limits.max_link_attributes, attributes)))
+
+    def _frozen(self, most: int | None, attributes: types.Attributes) -> BoundedAttributes:
+        """An event's or link's attributes, cleaned and limited as the SDK does, then immutable."""
+        max_length = self._provider.span_limits.max_attribute_length
+        return BoundedAttributes(most, attributes, max_value_len=max_length, immutable=True)
 
     def update_name(self, name: str) -> None:
         if not self._ended("update_name"):
