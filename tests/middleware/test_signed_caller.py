@@ -56,6 +56,8 @@ def test_a_valid_signed_header_authenticates_and_names_the_caller() -> None:
         "",
         "...",
         "12.ab.",
+        "\u00b2\u00b3.ab.orders",  # digits to str.isdigit(), not to int()
+        "9" * 5000 + ".ab.orders",
     ],
 )
 def test_a_bad_signed_header_is_refused_and_never_falls_back_to_the_key(value: str) -> None:
