@@ -81,7 +81,8 @@ def verify_caller(
 ) -> bool:
     """True when ``token`` was made by ``sign_caller(caller, key)`` within ``max_clock_skew`` seconds of now."""
     seconds_text, _, signature = token.partition(".")
-    if not (seconds_text.isascii() and seconds_text.isdigit()) or not signature:  # "²".isdigit() is True
+    # ASCII digits only ("²".isdigit() is True) and few of them (int() refuses over 4,300 digits).
+    if not (seconds_text.isascii() and seconds_text.isdigit() and len(seconds_text) <= 16) or not signature:
         return False
     seconds = int(seconds_text)
     if abs((time.time() if now is None else now) - seconds) > max_clock_skew:
