@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -20,6 +22,30 @@ from grpcmesh.server import MeshServer, ServerSettings
 from grpcmesh.server.admission import SHED_DETAILS, ShedCallsCollector
 from grpcmesh.server.shedding import LoadShedder, SheddingPolicy, never_shed
 from grpcmesh.testing import EchoServicer
+
+
+@contextlib.asynccontextmanager
+async def shedding_server(
+    registry: Registry, name: str, policy: SheddingPolicy, servicer: echo_pb2_grpc.EchoServicer
+) -> AsyncIterator[tuple[MeshServer, echo_pb2_grpc.EchoStub, health_pb2_grpc.HealthStub]]:
+    """A ``MeshServer`` shedding with ``policy``, an echo stub on a mesh channel to it, and a health stub
+    on a plain channel; the server is stopped on the way out.
+
+    The mesh channel sends each call's timeout, so the server sees how long calls queued;
+    client-side throttling is off, because these tests are about the server.
+    """
+    server = MeshServer(registry, ServerSettings(name=name, propagation_delay=0), shedding=policy)
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server.grpc)
+    await server.start()
+    try:
+        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
+        async with (
+            MeshChannel(registry, name, settings=unthrottled) as channel,
+            grpc.aio.insecure_channel(server.target) as plain,
+        ):
+            yield server, echo_pb2_grpc.EchoStub(channel), health_pb2_grpc.HealthStub(plain)
+    finally:
+        await server.stop()
 
 
 class Clock:
@@ -106,39 +132,25 @@ class BusyEcho(EchoServicer):
 
 async def test_an_overloaded_server_sheds_but_health_still_answers(registry: Registry) -> None:
     policy = SheddingPolicy(enabled=True, max_lag=0.01, minimum_in_flight=1, probe_interval=0.01)
-    server = MeshServer(registry, ServerSettings(name="busy", propagation_delay=0), shedding=policy)
-    echo_pb2_grpc.add_EchoServicer_to_server(BusyEcho("busy"), server.grpc)
-    await server.start()
-    try:
-        # A mesh channel sends each call's timeout, so the server sees how long calls queue
-        # (client-side throttling off: the test is about the server); health on a plain channel.
-        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
-        async with (
-            MeshChannel(registry, "busy", settings=unthrottled) as channel,
-            grpc.aio.insecure_channel(server.target) as plain,
-        ):
-            stub = echo_pb2_grpc.EchoStub(channel)
-            health = health_pb2_grpc.HealthStub(plain)
+    async with shedding_server(registry, "busy", policy, BusyEcho("busy")) as (server, stub, health):
 
-            async def call() -> grpc.StatusCode:
-                try:
-                    await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
-                except grpc.aio.AioRpcError as exc:
-                    return exc.code()
-                return grpc.StatusCode.OK
+        async def call() -> grpc.StatusCode:
+            try:
+                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                return exc.code()
+            return grpc.StatusCode.OK
 
-            flood = [asyncio.ensure_future(call()) for _ in range(80)]
-            await asyncio.sleep(0.3)
-            checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
-            codes = await asyncio.gather(*flood)
-        assert checked.status == health_pb2.HealthCheckResponse.SERVING  # health is never shed
-        assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
-        assert codes.count(grpc.StatusCode.OK) > 0
-        assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
-        assert server.shedder.shed == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        assert server.shedder.in_flight == 0
-    finally:
-        await server.stop()
+        flood = [asyncio.ensure_future(call()) for _ in range(80)]
+        await asyncio.sleep(0.3)
+        checked = await health.Check(health_pb2.HealthCheckRequest(service=""), timeout=30)
+        codes = await asyncio.gather(*flood)
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING  # health is never shed
+    assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) > 0
+    assert codes.count(grpc.StatusCode.OK) > 0
+    assert set(codes) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
+    assert server.shedder.shed == codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert server.shedder.in_flight == 0
 
 
 def test_a_persistent_queueing_delay_sheds_and_a_short_one_does_not() -> None:
@@ -329,28 +341,17 @@ async def test_a_refused_unary_call_gets_resource_exhausted_while_admitted_ones_
     policy = SheddingPolicy(
         enabled=True, minimum_in_flight=1, queue_delay_factor=0, max_queue_delay=0.001, probe_interval=60, cooldown=60
     )
-    server = MeshServer(registry, ServerSettings(name="gated2", propagation_delay=0), shedding=policy)
     servicer = GatedEcho()
-    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server.grpc)
-    await server.start()
-    try:
-        unthrottled = CallSettings(throttle=ThrottlePolicy(enabled=False))
-        async with (
-            MeshChannel(registry, "gated2", settings=unthrottled) as channel,
-            grpc.aio.insecure_channel(server.target) as plain,
-        ):
-            stub = echo_pb2_grpc.EchoStub(channel)
-            held = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="held"), timeout=30))
-            await asyncio.wait_for(servicer.entered.wait(), 30)
-            server.shedder.observe_lag(1.0)
-            with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
-            checked = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=30)
-            servicer.release.set()
-            assert (await held).message == "held"
-        assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert refused.value.details() == SHED_DETAILS
-        assert checked.status == health_pb2.HealthCheckResponse.SERVING
-        assert (server.shedder.shed, server.shedder.in_flight) == (1, 0)
-    finally:
-        await server.stop()
+    async with shedding_server(registry, "gated2", policy, servicer) as (server, stub, health):
+        held = asyncio.ensure_future(stub.Unary(echo_pb2.EchoRequest(message="held"), timeout=30))
+        await asyncio.wait_for(servicer.entered.wait(), 30)
+        server.shedder.observe_lag(1.0)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Unary(echo_pb2.EchoRequest(), timeout=30)
+        checked = await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+        servicer.release.set()
+        assert (await held).message == "held"
+    assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert refused.value.details() == SHED_DETAILS
+    assert checked.status == health_pb2.HealthCheckResponse.SERVING
+    assert (server.shedder.shed, server.shedder.in_flight) == (1, 0)
