@@ -119,33 +119,42 @@ class MetricsScraper:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self._timeout), auto_decompress=False
             )
-        await asyncio.gather(*(self._scrape_one(url) for url in sorted(wanted)))
+        ordered = sorted(wanted)
+        started = time.time()
+        outcomes = await asyncio.gather(*(self._fetch_sample(url) for url in ordered))
+        # applied together once every fetch is done, so a reader between two awaits never sees
+        # one endpoint of this round beside another still showing the last one
+        for url, outcome in zip(ordered, outcomes, strict=True):
+            self._apply(url, outcome, started)
 
-    async def _scrape_one(self, url: str) -> None:
-        endpoint = self._endpoints.setdefault(url, EndpointState())
-        endpoint.last_scrape_at = time.time()
+    async def _fetch_sample(self, url: str) -> MetricsSample | str:
+        """The endpoint's sample, or why it could not be had."""
         problem = check_metrics_url(url)
         if problem is not None:
-            self._failed(url, endpoint, problem)
-            return
+            return problem
         try:
             async with self._limit:
                 async with asyncio.timeout(self._timeout):
                     body = await self._fetch(url)
             text = body.decode("utf-8")
             if len(body) > PARSE_IN_THREAD_BYTES:
-                sample = await asyncio.to_thread(parse_sample, text, time.monotonic(), ignored_services=self._ignored)
-            else:
-                sample = parse_sample(text, time.monotonic(), ignored_services=self._ignored)
+                return await asyncio.to_thread(parse_sample, text, time.monotonic(), ignored_services=self._ignored)
+            return parse_sample(text, time.monotonic(), ignored_services=self._ignored)
         except Exception as exc:  # anything an endpoint can make us raise is its failure, not ours
-            self._failed(url, endpoint, describe_failure(exc, self._timeout))
+            return describe_failure(exc, self._timeout)
+
+    def _apply(self, url: str, outcome: MetricsSample | str, attempted_at: float) -> None:
+        endpoint = self._endpoints.setdefault(url, EndpointState())
+        endpoint.last_scrape_at = attempted_at
+        if isinstance(outcome, str):
+            self._failed(url, endpoint, outcome)
             return
         if endpoint.error is not None:
             log.info("metrics endpoint %r answers again", url)
-        previous, endpoint.sample, endpoint.error = endpoint.sample, sample, None
-        if previous is not None and sample.at > previous.at:
-            endpoint.window = window_between(previous, sample)
-            endpoint.edges = edge_windows_between(previous, sample)
+        previous, endpoint.sample, endpoint.error = endpoint.sample, outcome, None
+        if previous is not None and outcome.at > previous.at:
+            endpoint.window = window_between(previous, outcome)
+            endpoint.edges = edge_windows_between(previous, outcome)
 
     def _failed(self, url: str, endpoint: EndpointState, reason: str) -> None:
         if endpoint.error is None:  # once per failing streak, not every round
