@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -118,6 +119,7 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=0.1, help="tracing sample rate of the stacks that trace")
     p.add_argument("--calls", type=int, default=1000)
     p.add_argument("--side", choices=["server", "client"], default="server")
+    p.add_argument("--keep", type=Path, help="keep the callgrind files here (for callgrind_annotate)")
     p.add_argument("--drive", help=argparse.SUPPRESS)  # internal: the client process under callgrind
     args = p.parse_args()
     if args.drive:
@@ -127,7 +129,12 @@ def main() -> None:
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         sys.exit("instructions_per_call.py needs valgrind: apt-get install valgrind")
     print(f"{args.side} instructions per unary call ({args.calls} calls, 16 in flight; {ROOT.name})")
-    with tempfile.TemporaryDirectory(prefix="grpcmesh-instr-") as tmp:
+    with contextlib.ExitStack() as stack_:
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            tmp = str(args.keep)
+        else:
+            tmp = stack_.enter_context(tempfile.TemporaryDirectory(prefix="grpcmesh-instr-"))
         baseline = None
         for stack in filter(None, args.stacks.split(",")):
             per_call = measure(stack, args.rate, args.calls, args.side, Path(tmp))

@@ -203,3 +203,34 @@ def _private_grpc_uses(path: Path) -> list[str]:
 def test_no_private_grpcio_api_in_the_package() -> None:
     uses = [use for path in sorted(SRC.rglob("*.py")) if "_pb2" not in path.name for use in _private_grpc_uses(path)]
     assert uses == []
+
+
+class CatchAll(grpc.GenericRpcHandler):  # type: ignore[misc]
+    """A generic handler answering every method it is asked about with ``label``."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> Any:
+        async def answer(request: bytes, context: Any) -> bytes:
+            return self.label.encode()
+
+        return grpc.unary_unary_rpc_method_handler(answer)
+
+
+async def test_registered_methods_win_over_generic_handlers_and_the_first_servicer_keeps_a_method(
+    registry: Registry,
+) -> None:
+    """The method table (one dict for every registered method) keeps grpc's documented precedence:
+    a registered handler beats a generic one added before it, a second servicer for the same
+    service does not replace the first, and unknown methods still reach generic handlers."""
+    settings = ServerSettings(name="echo", host="127.0.0.1", port=0, handle_signals=False, propagation_delay=0.0)
+    server = MeshServer(registry, settings)
+    server.grpc.add_generic_rpc_handlers((CatchAll("catch-all"),))
+    echo_pb2_grpc.add_EchoServicer_to_server(EchoServicer("first"), server.grpc)
+    echo_pb2_grpc.add_EchoServicer_to_server(EchoServicer("second"), server.grpc)
+    async with server, grpc.aio.insecure_channel(server.target) as channel:
+        reply = await echo_pb2_grpc.EchoStub(channel).Unary(echo_pb2.EchoRequest(message="hi"), timeout=5)
+        other = await channel.unary_unary("/some.Other/Method")(b"", timeout=5)
+    assert reply.instance_id == "first"
+    assert other == b"catch-all"
