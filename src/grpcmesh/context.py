@@ -19,7 +19,7 @@ import contextvars
 import logging
 import random
 import time
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -142,6 +142,12 @@ _incoming: contextvars.ContextVar[IncomingCall | None] = contextvars.ContextVar(
 carried: contextvars.ContextVar[str | None] = contextvars.ContextVar("grpcmesh_unsampled_trace", default=None)
 """An unsampled ``traceparent`` carried on where no :class:`IncomingCall` holds it (plain grpc.aio servers
 running the tracing interceptor, and :func:`detached` blocks)."""
+
+
+bind_incoming: Callable[[IncomingCall | None], contextvars.Token[IncomingCall | None]] = _incoming.set
+"""Bind an incoming call in the current context (the handler's task); undo with :func:`unbind_incoming`.
+(The context variable's own methods: a mesh server does this on every call.)"""
+unbind_incoming: Callable[[contextvars.Token[IncomingCall | None]], None] = _incoming.reset
 
 
 def carried_traceparent() -> str | None:

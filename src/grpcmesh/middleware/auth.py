@@ -1,4 +1,4 @@
-"""Service-to-service authentication and per-caller authorization: a server guard and a client observer.
+"""Service-to-service authentication and per-caller authorization: a server check and a client observer.
 
 * **Shared key** (the original Go design's ``ServiceAuthInterceptor``): callers send the mesh's
   shared key in metadata ``x-service-key``; that design's name ``service-auth-key`` is accepted too. It is
@@ -17,7 +17,7 @@
 
 Health checking and reflection are exempt by default so probes and tools work unauthenticated.
 Keys and tokens are never logged. ``MeshServer`` runs :class:`ServerAuth` as its pipeline's
-guard; the ``auth_*_interceptor*`` functions give the same checks as grpc.aio interceptors.
+check; the ``auth_*_interceptor*`` functions give the same checks as grpc.aio interceptors.
 """
 
 from __future__ import annotations
@@ -135,24 +135,25 @@ class ServerAuth:
         return any(fnmatch.fnmatchcase(method, pattern) for pattern in self._exempt)
 
     def server_concern(self) -> ServerConcern:
-        """The pipeline's auth guard, applied to every method but the exempt ones (decided once per method)."""
-        return ServerConcern("auth", guard=self.guard, applies=lambda method: not self.is_exempt(method))
+        """The pipeline's auth check, applied to every method but the exempt ones (decided once per method)."""
+        return ServerConcern("auth", check=self.refusal, applies=lambda method: not self.is_exempt(method))
 
-    async def guard(self, call: ServerCall) -> None:
-        context = call.context
+    def refusal(self, call: ServerCall) -> tuple[grpc.StatusCode, str] | None:
+        """Why ``call`` is refused (logged), or ``None``: the caller's identity is then current
+        for the handler (:func:`current_caller`). A plain function: no coroutine per call."""
         try:
-            caller = self.check(call.full_method, call.header, context)
-        except AuthRefused as refusal:
+            caller = self.check(call.full_method, call.header, call.context)
+        except AuthRefused as refused:
             _log.warning(
                 "rpc refused",
                 method=call.full_method,
-                peer=_peer(context),
-                code=refusal.code.name,
-                reason=refusal.details,
+                peer=_peer(call.context),
+                code=refused.code.name,
+                reason=refused.details,
             )
-            await context.abort(refusal.code, refusal.details)
-            return
+            return refused.code, refused.details
         _current_caller.set(caller)
+        return None
 
     def check(self, method: str, header: Callable[[str], str | None], context: Context) -> str | None:
         """The caller's identity (``None``: none needed, none given), or :class:`AuthRefused`.

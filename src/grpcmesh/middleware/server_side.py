@@ -7,14 +7,19 @@ one wrapper, in order:
 
 1. each concern's ``observe(call)`` (tracing attaches the span, metrics count the start...),
    each returning what to call when the call has ended (``call.code`` then set);
-2. each concern's ``guard(call)`` (auth, admission): awaited before the handler, it refuses
-   a call with ``await call.context.abort(...)``;
+2. each concern's gate, in order: ``check(call)`` (auth) is a plain function returning a
+   refusal ``(code, details)`` or ``None`` (no coroutine per call), ``guard(call)`` is awaited
+   and refuses with ``await call.context.abort(...)``; either way the handler does not run;
 3. the handler; an unexpected exception from a guard or the handler goes to ``recover``
    (the mesh's recovery answers INTERNAL with a reference, see :mod:`.recovery`), so the
    observers see the status the caller gets;
 4. the finish hooks, in reverse order.
 
 A concern's ``applies(method)`` is asked once per method (auth exempts health and reflection).
+The call context (``binds``: the deadline and allowlisted metadata the handler's own calls
+inherit) is bound by the wrapper itself, first, and unbound last: one such concern per pipeline,
+with no observer call or finish hook of its own. A call nothing needs the end of (no finish
+hook) skips working out its status.
 Observers and guards run in the handler's own task, so a concern can set context variables the
 handler (and the calls it makes) will see, e.g. the incoming deadline or request metadata, and
 reset them in its finish hook (tracing carries an unsampled trace this way); a guard is where
@@ -35,7 +40,7 @@ from typing import Any
 import grpc
 
 from grpcmesh._rpc import RpcType
-from grpcmesh.context import IncomingCall
+from grpcmesh.context import IncomingCall, Propagation, bind_incoming, unbind_incoming
 from grpcmesh.middleware.behavior import (
     Behavior,
     Context,
@@ -64,7 +69,6 @@ class ServerCall:
     """
 
     __slots__ = (
-        "_headers",
         "_metadata",
         "code",
         "context",
@@ -98,7 +102,6 @@ class ServerCall:
         """The call context a mesh server bound for the handler (``None`` elsewhere): concerns keep
         per-call state for the handler's own calls on it rather than in context variables of their own."""
         self._metadata = metadata
-        self._headers: dict[str, str] | None = None
 
     @property
     def metadata(self) -> Any:
@@ -111,15 +114,15 @@ class ServerCall:
         return self._metadata
 
     def header(self, key: str) -> str | None:
-        """The first value of metadata ``key`` as text (read once per call for every concern)."""
-        headers = self._headers
-        if headers is None:
-            headers = {}
-            for item_key, value in self.metadata or ():
-                if item_key not in headers:
-                    headers[item_key] = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-            self._headers = headers
-        return headers.get(key)
+        """The first value of metadata ``key`` as text.
+
+        A scan of the few entries a call carries: concerns ask for one or two keys each, and
+        building a dict of every entry (decoding each value) cost more than the scans it saved.
+        """
+        for item_key, value in self.metadata or ():
+            if item_key == key:
+                return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+        return None
 
     @property
     def duration(self) -> float:
@@ -178,14 +181,19 @@ ServerObserver = Callable[[ServerCall], ServerFinish | None]
 Guard = Callable[[ServerCall], Awaitable[None]]
 """Awaited before the handler runs; refuses the call with ``await call.context.abort(...)``."""
 
+Refusal = tuple[grpc.StatusCode, str]
+Check = Callable[[ServerCall], Refusal | None]
+"""Asked before the handler runs, without a coroutine: the ``(code, details)`` to refuse the call with, or ``None``."""
+
 Recover = Callable[[str, Context], Awaitable[None]]
 """Turns an unexpected exception (the current one) into an abort; always raises ``AbortError``."""
 
 
 class ServerConcern:
-    """One concern of the server pipeline: an observer, a guard, or both, for the methods it applies to."""
+    """One concern of the server pipeline, for the methods it applies to: an observer, and a gate
+    (a ``check`` or a ``guard``), or the call context to bind (``binds``)."""
 
-    __slots__ = ("applies", "guard", "name", "observe")
+    __slots__ = ("applies", "binds", "check", "guard", "name", "observe")
 
     def __init__(
         self,
@@ -193,12 +201,22 @@ class ServerConcern:
         *,
         observe: ServerObserver | None = None,
         guard: Guard | None = None,
+        check: Check | None = None,
         applies: Callable[[str], bool] | None = None,
+        binds: Propagation | None = None,
     ) -> None:
+        if guard is not None and check is not None:
+            raise ValueError(f"server concern {name!r}: give a check or a guard, not both")
         self.name = name
         self.observe = observe
         self.guard = guard
+        self.check = check
         self.applies = applies
+        self.binds = binds
+
+
+_Gate = tuple[Callable[[ServerCall], Any], bool]
+"""A check or a guard, and whether it is awaited (a guard)."""
 
 
 class ServerPipeline:
@@ -217,31 +235,92 @@ class ServerPipeline:
             return None
         active = [c for c in self.concerns if c.applies is None or c.applies(full_method)]
         observers = tuple(c.observe for c in active if c.observe is not None)
-        guards = tuple(c.guard for c in active if c.guard is not None)
+        gates: list[_Gate] = []
+        for concern in active:
+            if concern.check is not None:
+                gates.append((concern.check, False))
+            elif concern.guard is not None:
+                gates.append((concern.guard, True))
+        binds = next((c.binds for c in active if c.binds is not None), None)
         recover = self.recover
-        if not observers and not guards and recover is None:
+        if not observers and not gates and binds is None and recover is None:
             return handler
         if not is_async(behavior_of(handler)):
-            if guards:  # a sync handler cannot be guarded: refuse rather than let calls through
+            if gates:  # a sync handler cannot be guarded: refuse rather than let calls through
                 return rejecting_handler(handler, grpc.StatusCode.INTERNAL, "guarded method has a sync handler")
             return handler
         rpc_type = rpc_type_of(handler)
         names = split_method(full_method)
+        plan = _Plan(full_method, rpc_type, names, observers, tuple(gates), binds, recover)
 
         def around(behavior: Behavior, generator: bool) -> Behavior:
-            make = _around_generator if generator else _around_coroutine
-            return make(behavior, full_method, rpc_type, names, observers, guards, recover)
+            return _around_generator(behavior, plan) if generator else _around_coroutine(behavior, plan)
 
         return wrap_behavior(handler, around)
 
 
-def _finish(finishers: list[ServerFinish], call: ServerCall, error: BaseException | None) -> None:
-    call.settle(error)
-    for finish in reversed(finishers):
-        try:
-            finish(call)
-        except Exception:
-            log.exception("server observer failed at the end of %s", call.full_method)
+class _Plan:
+    """What one method's wrapper runs, worked out once when the method is added."""
+
+    __slots__ = ("binds", "full_method", "gates", "names", "observers", "recover", "rpc_type")
+
+    def __init__(
+        self,
+        full_method: str,
+        rpc_type: RpcType,
+        names: tuple[str, str],
+        observers: tuple[ServerObserver, ...],
+        gates: tuple[_Gate, ...],
+        binds: Propagation | None,
+        recover: Recover | None,
+    ) -> None:
+        self.full_method = full_method
+        self.rpc_type = rpc_type
+        self.names = names
+        self.observers = observers
+        self.gates = gates
+        self.binds = binds
+        self.recover = recover
+
+    def start(self, context: Context) -> tuple[ServerCall, list[ServerFinish] | None, Any]:
+        """The call, its observers' finish hooks, and the call-context token to unbind (or None)."""
+        call = ServerCall(self.full_method, self.rpc_type, context, _UNSET, self.names)
+        token = None
+        binds = self.binds
+        if binds is not None:
+            incoming = call.incoming = binds.incoming(call.metadata, context.time_remaining())
+            token = bind_incoming(incoming)
+        observers = self.observers
+        return call, start_observers(observers, call, "server") if observers else None, token
+
+    async def admit(self, call: ServerCall) -> None:
+        """Run the gates in order; the first refusal aborts the call (raises)."""
+        for gate, awaited in self.gates:
+            if awaited:
+                await gate(call)
+            else:
+                refusal = gate(call)
+                if refusal is not None:
+                    await call.context.abort(*refusal)
+
+    async def failed(self, exc: Exception, context: Context) -> BaseException:
+        """What to raise for an unexpected exception from a gate or the handler (after recovery)."""
+        recover = self.recover
+        if recover is None or isinstance(exc, grpc.aio.AbortError):
+            return exc
+        return await _recovered(recover, self.full_method, context)
+
+
+def _finish(finishers: list[ServerFinish] | None, call: ServerCall, error: BaseException | None, token: Any) -> None:
+    if finishers:  # nothing wants the end: the status is not worked out
+        call.settle(error)
+        for finish in reversed(finishers):
+            try:
+                finish(call)
+            except Exception:
+                log.exception("server observer failed at the end of %s", call.full_method)
+    if token is not None:
+        unbind_incoming(token)
 
 
 async def _recovered(recover: Recover, full_method: str, context: Context) -> BaseException:
@@ -253,69 +332,53 @@ async def _recovered(recover: Recover, full_method: str, context: Context) -> Ba
     raise AssertionError("recover() must abort the call")
 
 
-def _around_coroutine(
-    behavior: Behavior,
-    full_method: str,
-    rpc_type: RpcType,
-    names: tuple[str, str],
-    observers: tuple[ServerObserver, ...],
-    guards: tuple[Guard, ...],
-    recover: Recover | None,
-) -> Behavior:
+def _around_coroutine(behavior: Behavior, plan: _Plan) -> Behavior:
+    gates = plan.gates
+
     async def run(request: Any, context: Context) -> Any:
-        call = ServerCall(full_method, rpc_type, context, _UNSET, names)
-        finishers = start_observers(observers, call, "server") if observers else None
+        call, finishers, token = plan.start(context)
         error: BaseException | None = None
         try:
-            for guard in guards:
-                await guard(call)
+            if gates:
+                await plan.admit(call)
             return await behavior(request, context)
         except Exception as exc:
-            error = exc
-            if recover is None or isinstance(exc, grpc.aio.AbortError):
+            error = await plan.failed(exc, context)
+            if error is exc:
                 raise
-            error = await _recovered(recover, full_method, context)
             raise error from None
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if finishers is not None:
-                _finish(finishers, call, error)
+            if finishers or token is not None:
+                _finish(finishers, call, error, token)
 
     return run
 
 
-def _around_generator(
-    behavior: Behavior,
-    full_method: str,
-    rpc_type: RpcType,
-    names: tuple[str, str],
-    observers: tuple[ServerObserver, ...],
-    guards: tuple[Guard, ...],
-    recover: Recover | None,
-) -> Behavior:
+def _around_generator(behavior: Behavior, plan: _Plan) -> Behavior:
+    gates = plan.gates
+
     async def run(request: Any, context: Context) -> AsyncIterator[Any]:
-        call = ServerCall(full_method, rpc_type, context, _UNSET, names)
-        finishers = start_observers(observers, call, "server") if observers else None
+        call, finishers, token = plan.start(context)
         error: BaseException | None = None
         try:
-            for guard in guards:
-                await guard(call)
+            if gates:
+                await plan.admit(call)
             async for response in behavior(request, context):
                 yield response
         except Exception as exc:
-            error = exc
-            if recover is None or isinstance(exc, grpc.aio.AbortError):
+            error = await plan.failed(exc, context)
+            if error is exc:
                 raise
-            error = await _recovered(recover, full_method, context)
             raise error from None
         except BaseException as exc:
             error = exc
             raise
         finally:
-            if finishers is not None:
-                _finish(finishers, call, error)
+            if finishers or token is not None:
+                _finish(finishers, call, error, token)
 
     return run
 

@@ -9,15 +9,10 @@ Admission (load shedding) runs before this, outside the pipeline: see :mod:`.adm
 from __future__ import annotations
 
 from grpcmesh.context import Propagation
-from grpcmesh.middleware.server_side import ServerCall, ServerConcern, ServerFinish
+from grpcmesh.middleware.server_side import ServerConcern
 
 
 def call_context_concerns(propagation: Propagation) -> tuple[ServerConcern, ...]:
-    """The concern that binds the call context while a handler runs."""
-
-    def bind(call: ServerCall) -> ServerFinish:
-        incoming = call.incoming = propagation.incoming(call.metadata, call.context.time_remaining())
-        token = propagation.bind(incoming)
-        return lambda _done: propagation.unbind(token)
-
-    return (ServerConcern("call context", observe=bind),)
+    """The concern that binds the call context while a handler runs (the wrapper binds it
+    itself, before the observers, and unbinds it after their finish hooks)."""
+    return (ServerConcern("call context", binds=propagation),)
