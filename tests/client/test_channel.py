@@ -185,6 +185,69 @@ async def test_client_manager_shares_channels_with_interceptors(
         await echo_pb2_grpc.EchoStub(first).Unary(echo_pb2.EchoRequest(), timeout=5)
 
 
+class AddingInPlaceInterceptor(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Adds a numbered header to the metadata object it is given, in place (grpc.aio allows it)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.found: list[list[Any]] = []
+        """The ``x-call`` values each call's metadata already held when it got here."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        self.calls += 1
+        self.found.append(details.metadata.get_all("x-call"))
+        details.metadata.add("x-call", str(self.calls))
+        return await continuation(details, request)
+
+
+async def test_the_same_metadata_tuple_is_sent_whole_on_every_call(
+    registry: Registry, recording_server: RecordingEcho
+) -> None:
+    """A tuple sent call after call is handed to grpc.aio as one reused Metadata object (see
+    ``CallHost.sendable``): every call still carries it, and a later different tuple replaces it."""
+    fixed = (("x-tenant", "t1"), ("x-tenant", "t2"), ("x-bin", b"\x00\x01"))
+    async with MeshChannel(registry, "recording") as channel:
+        stub = echo_pb2_grpc.EchoStub(channel)
+        sent = channel._host.sendable(fixed)
+        assert isinstance(sent, grpc.aio.Metadata)
+        assert channel._host.sendable(fixed) is sent  # turned once, then reused
+        # No timeout: a timeout adds its own header, making a new tuple per call (bounded by wait_for).
+        for _ in range(3):
+            await asyncio.wait_for(stub.Unary(echo_pb2.EchoRequest(), metadata=fixed), 5)
+        await asyncio.wait_for(stub.Unary(echo_pb2.EchoRequest(), metadata=(("x-tenant", "other"),)), 5)
+        await asyncio.wait_for(stub.Unary(echo_pb2.EchoRequest()), 5)
+    seen = [metadata for metadata, _ in recording_server.seen]
+    assert [m.get("x-tenant") for m in seen] == ["t2", "t2", "t2", "other", None]  # dict(): the last value
+    assert all(m.get("x-bin") == b"\x00\x01" for m in seen[:3])
+    assert all("x-bin" not in m for m in seen[3:])
+    assert len(seen) == 5
+
+
+async def test_metadata_is_not_reused_under_interceptors_that_change_it_in_place(registry: Registry) -> None:
+    servicer = RecordingEcho("rec")
+    server = grpc.aio.server()
+    echo_pb2_grpc.add_EchoServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    instance = ServiceInstance(name="in-place", id="rec", address="127.0.0.1", port=port)
+    await registry.register(instance)
+    interceptor = AddingInPlaceInterceptor()
+    fixed = (("x-tenant", "t1"),)
+    try:
+        async with MeshChannel(registry, "in-place", interceptors=[interceptor]) as channel:
+            stub = echo_pb2_grpc.EchoStub(channel)
+            for _ in range(3):  # no timeout, whose header would make a new tuple per call
+                await asyncio.wait_for(stub.Unary(echo_pb2.EchoRequest(), metadata=fixed), 5)
+    finally:
+        await registry.deregister(instance)
+        await server.stop(None)
+    assert interceptor.calls == 3
+    # No earlier call's addition leaked into a later call through a shared metadata object.
+    assert interceptor.found == [[], [], []]
+    assert [m.get("x-call") for m, _ in servicer.seen] == ["1", "2", "3"]
+    assert fixed == (("x-tenant", "t1"),)
+
+
 async def test_channel_ready_and_state(registry: Registry, recording_server: RecordingEcho) -> None:
     async with MeshChannel(registry, "recording") as channel:
         await asyncio.wait_for(channel.channel_ready(), 10)

@@ -254,7 +254,7 @@ class _MeshCall:
         call = sub.multicallable_for(self._spec)(
             request,
             timeout=timeout,
-            metadata=options.metadata,
+            metadata=self._host.sendable(options.metadata),
             credentials=options.credentials,
             compression=options.compression,
         )

@@ -144,6 +144,7 @@ class MeshChannel(grpc.aio.Channel):
             connect_timeout=connect_timeout,
             observer=observer,
             security=security,
+            reuse_metadata=not self._interceptors,
         )
         self.watcher.add_listener(self._host.on_endpoints)
         with contextlib.suppress(RuntimeError):  # no running loop yet: start on first use
