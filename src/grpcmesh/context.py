@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
@@ -44,7 +45,8 @@ __all__ = [
 
 REQUEST_ID_HEADER = "x-request-id"
 TIMEOUT_HEADER = "x-mesh-timeout-ms"
-"""The timeout a mesh channel gave a call, so the server can tell how long it queued (load shedding)."""
+"""The timeout a mesh channel gave a call, so the server can tell how long it queued (load shedding):
+the ``grpc-timeout`` grpc sends for it, which the server's ``time_remaining()`` counts down from."""
 DEFAULT_PROPAGATED_KEYS: tuple[str, ...] = (REQUEST_ID_HEADER, "baggage")
 DEFAULT_DEADLINE_MARGIN = 0.01
 """Seconds kept back from an inherited deadline, so the reply can travel back before the caller gives up."""
@@ -308,3 +310,49 @@ def merged_metadata(metadata: Any, extra: Metadata) -> Any:
     if not extra:
         return metadata
     return (*tuple(metadata or ()), *extra)
+
+
+_ENCODING_SLACK_MS = (3, 2)
+"""How far below and above the timeout a client hands grpc its ``grpc-timeout`` may be reckoned
+(grpc works in whole milliseconds, rounding the deadline up and the clock down, and the header
+is written a little after the call is made)."""
+_MAX_SHORTENING_MS = 15
+
+
+def _grpc_encoded_ms(millis: int) -> int:
+    """The ``grpc-timeout`` grpc core (1.x) sends for a timeout of ``millis`` < 1000 s: exact
+    milliseconds below 1 s, then rounded *up* to three significant digits (10 ms units to 10 s,
+    100 ms to 100 s, whole seconds beyond)."""
+    if millis < 1000:
+        return millis
+    unit = 10 if millis < 10_000 else 100 if millis < 100_000 else 1000
+    return -(-millis // unit) * unit
+
+
+def encodable_timeout(timeout: float) -> tuple[float, int]:
+    """(timeout to give grpc, the ``grpc-timeout`` in ms it will send): at most 15 ms shorter
+    than ``timeout`` (0 to 5 ms in practice), so that the server's deadline starts exactly that many ms
+    after the call reached it.
+
+    grpc rounds a timeout of 1 s or more up to 10 ms units (100 ms from 10 s), so for a plain
+    ``timeout=1.0`` the server's deadline ended up to 10 ms later than the client's: a server
+    reading its queueing delay as ``x-mesh-timeout-ms - time_remaining()`` saw 10 ms less than
+    the call had waited (load shedding then let calls queue 10 ms past its target). Here the
+    timeout is lowered just enough that every value grpc may reckon encodes the same way, and
+    that value is what the header carries. Below 1 s grpc sends milliseconds: the timeout is
+    kept (the header then is within a few ms). From 1000 s on, the timeout is kept and the
+    header is only approximate.
+    """
+    requested = timeout * 1000
+    below, above = _ENCODING_SLACK_MS
+    if requested >= 1_000_000 or requested < 1000 - above:
+        return timeout, max(1, round(requested))
+    whole = math.floor(requested)
+    for candidate in (requested, *range(whole, whole - _MAX_SHORTENING_MS, -1)):
+        low, high = math.floor(candidate) - below, math.ceil(candidate) + above
+        if high <= 1000:  # milliseconds, sent as they are
+            return candidate / 1000, round(candidate)
+        encoded = _grpc_encoded_ms(high)
+        if low >= 1000 and _grpc_encoded_ms(low) == encoded:
+            return candidate / 1000, encoded
+    return timeout, round(requested)  # not reached for these units; the header as it used to be

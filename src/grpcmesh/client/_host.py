@@ -37,7 +37,7 @@ from grpcmesh.client.retry_budget import RetryBudget
 from grpcmesh.client.settings import CallSettings
 from grpcmesh.client.subchannel import SubChannel
 from grpcmesh.client.throttle import AdaptiveThrottle
-from grpcmesh.context import TIMEOUT_HEADER, merged_metadata
+from grpcmesh.context import TIMEOUT_HEADER, encodable_timeout, merged_metadata
 from grpcmesh.discovery.balancers import Balancer
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError
@@ -212,9 +212,10 @@ class CallHost:
         if outgoing.metadata:
             metadata = merged_metadata(metadata, outgoing.metadata)
         timeout = outgoing.timeout
-        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if timeout is not None and timeout > 0:  # lets the server measure how long the call queued
-            metadata = merged_metadata(metadata, ((TIMEOUT_HEADER, str(round(timeout * 1000))),))
+            timeout, sent = encodable_timeout(timeout)  # a few ms shorter, so grpc sends what the header says
+            metadata = merged_metadata(metadata, ((TIMEOUT_HEADER, str(sent)),))
+        deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if wait_for_ready is None:
             wait_for_ready = settings.wait_for_ready
         return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))

@@ -123,8 +123,9 @@ class LoadShedder:
         self._above_since: float | None = None
         """When the queueing delay went above its target (None: it is below)."""
         self._probe: asyncio.Task[None] | None = None
-        self._waiters: collections.deque[tuple[float, asyncio.Future[bool]]] = collections.deque()
-        """Prompt calls waiting for a slot, oldest first, each with when its wait budget ends."""
+        self._waiters: collections.deque[tuple[float, float, asyncio.Future[bool]]] = collections.deque()
+        """Calls waiting for a slot, oldest first, each with when its wait budget ends and when its
+        wait began (its queueing delay before it came to wait included)."""
 
     # -- the lag probe -------------------------------------------------------------------
 
@@ -195,28 +196,36 @@ class LoadShedder:
         """
         if not self.policy.enabled:
             return True
-        verdict = self._decide(queued, self.queue_target())
+        verdict = self._decide(queued, self.queue_target(), may_wait=False)
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
         return self._refuse(self._clock())
 
     async def enter(self, queued: float | None = None) -> bool:
-        """:meth:`admit`, except that a prompt call refused only because every slot is taken
-        waits for one for what is left of its queueing target (the CPU is then never idle for
-        want of a call, and no admitted call has waited longer than that in all)."""
+        """:meth:`admit`, except that a call refused only because every slot is taken waits for
+        one: a prompt call for what is left of its queueing target (the CPU is then never idle
+        for want of a call, and no admitted call has waited longer than that in all); a late call
+        before the queue has persisted for up to ``interval`` in all (a longer wait proves the
+        queue persists), so a burst below capacity is served late rather than refused. A freed
+        slot goes to the newest waiter (see :meth:`_release`)."""
         if not self.policy.enabled:
             return True
         target = self.queue_target()
-        verdict = self._decide(queued, target)
+        verdict = self._decide(queued, target, may_wait=True)
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
-        budget = target - (queued or 0.0)
+        waited = queued or 0.0
+        budget = (self.policy.interval if waited > target else target) - waited
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
-            self._waiters.append((self._clock() + budget, waiter))
+            waiters = self._waiters
+            while waiters and waiters[0][2].done():  # slots go to the newest: drop the old that are over
+                waiters.popleft()
+            now = self._clock()
+            waiters.append((now + budget, now - waited, waiter))
             timer = loop.call_later(budget, _expire, waiter)
             try:
                 if await waiter:
@@ -229,13 +238,16 @@ class LoadShedder:
                 timer.cancel()
         return self._refuse(self._clock())
 
-    def _decide(self, queued: float | None, target: float) -> int:
+    def _decide(self, queued: float | None, target: float, may_wait: bool) -> int:
+        """``may_wait``: the call can wait for a slot (:meth:`enter`), so a late one finding every
+        slot taken waits, even before the queue persists, instead of adding to the CPU's load."""
         now = self._clock()
         late = queued is not None and queued > target
         queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
         if late and queueing:
             return _LATE  # it already waited: serving it late helps nobody
-        if (queueing or self.lag > self.policy.max_lag) and self.in_flight >= self.limit():
+        overloaded = queueing or self.lag > self.policy.max_lag or (late and may_wait)
+        if overloaded and self.in_flight >= self.limit():
             return _FULL
         return _ADMIT
 
@@ -268,16 +280,24 @@ class LoadShedder:
             self._min_latency[slot] = latency
 
     def _release(self) -> None:
-        """A slot is free: hand it to the oldest call still waiting for one within its budget, or
-        count it free. A waiter whose budget ran out while the loop was busy (its timer has not
-        fired yet) is refused here, so no admitted call has queued longer than its target."""
+        """A slot is free: hand it to the newest call still waiting for one within its budget, or
+        count it free. Newest first (adaptive LIFO, as in Facebook's "Fail at scale"): under a
+        persistent queue the admitted call is the one that waited least, and the old ones run
+        out of budget and are refused instead of every admitted call waiting as long as the
+        queue is deep; with one waiter (the usual case below capacity) it is plain FIFO. A waiter
+        whose budget ran out while the loop was busy (its timer has not fired yet) is refused
+        here, so no admitted call has queued longer than its budget; once the server sheds, neither
+        is one that has waited longer than the target (a late call that came to wait before the
+        queue had persisted)."""
         waiters = self._waiters
         now = self._clock()
+        shedding = now - self._last_shed < self.policy.cooldown
+        target = self.queue_target() if shedding else math.inf
         while waiters:
-            expires, waiter = waiters.popleft()
+            expires, since, waiter = waiters.pop()
             if waiter.done():
                 continue
-            if now > expires:
+            if now > expires or now - since > target:
                 waiter.set_result(False)
                 continue
             waiter.set_result(True)
