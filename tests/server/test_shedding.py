@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator
 
@@ -355,3 +356,75 @@ async def test_a_refused_unary_call_gets_resource_exhausted_while_admitted_ones_
     assert refused.value.details() == SHED_DETAILS
     assert checked.status == health_pb2.HealthCheckResponse.SERVING
     assert (server.shedder.shed, server.shedder.in_flight) == (1, 0)
+
+
+async def test_a_freed_slot_goes_to_the_newest_waiter() -> None:
+    """Adaptive LIFO: under a queue the call admitted is the one that waited least; the older
+    waiter keeps waiting within its budget and gets the next slot."""
+    load = LoadShedder(SheddingPolicy(enabled=True, minimum_in_flight=1, max_queue_delay=30.0, probe_interval=60))
+    load.observe_lag(1.0)  # overloaded: the in-flight limit (1) applies
+    assert await load.enter(0.0)
+    older = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0)
+    newer = asyncio.ensure_future(load.enter(0.0))
+    await asyncio.sleep(0)
+    assert not older.done() and not newer.done()  # noqa: PT018 - both wait for the one slot
+    load.finished(0.01)
+    assert await asyncio.wait_for(newer, 30)
+    assert not older.done()
+    load.finished(0.01)
+    assert await asyncio.wait_for(older, 30)
+    assert (load.in_flight, load.shed) == (1, 0)
+
+
+async def test_a_late_call_before_the_queue_persists_waits_for_a_slot_instead_of_adding_load() -> None:
+    load = LoadShedder(
+        SheddingPolicy(
+            enabled=True,
+            minimum_in_flight=1,
+            queue_delay_factor=0,
+            max_queue_delay=0.02,
+            interval=30.0,
+            probe_interval=60,
+        )
+    )
+    assert await load.enter(0.0)  # no lag: the limit does not apply to prompt calls...
+    assert await load.enter(0.0)
+    late = asyncio.ensure_future(load.enter(0.03))  # ...but a late one finding every slot taken waits
+    await asyncio.sleep(0.01)
+    assert not late.done()
+    load.finished(0.01)
+    assert not late.done()  # one call still holds the one slot
+    load.finished(0.01)
+    assert await asyncio.wait_for(late, 30)  # served late rather than refused: the queue may be a burst
+    assert (load.in_flight, load.shed) == (1, 0)
+
+
+@pytest.mark.parametrize("timeout", [0.005, 0.25, 0.999, 1.0, 1.0004, 2.5, 9.999, 10.0, 12.345, 99.99, 250.0, 999.9])
+def test_the_timeout_header_is_what_grpc_sends_as_grpc_timeout(timeout: float) -> None:
+    """The call's timeout is lowered (by at most 15 ms) so that grpc's ``grpc-timeout`` (whole ms
+    below 1 s, then rounded up to 3 significant digits) is the same for every instant it may be
+    reckoned at, and the ``x-mesh-timeout-ms`` header carries exactly that value."""
+    from grpcmesh.context import _grpc_encoded_ms, encodable_timeout
+
+    given, sent = encodable_timeout(timeout)
+    assert 0 <= timeout - given <= 0.015
+    millis = round(given * 1000, 6)  # the float of a whole number of ms
+    if millis + 2 <= 1000:
+        assert sent == round(millis)
+    else:
+        assert {_grpc_encoded_ms(math.floor(millis) - 3), _grpc_encoded_ms(math.ceil(millis) + 2)} == {sent}
+        assert sent >= millis  # grpc rounds up: the server's deadline never ends before the client's
+
+
+def test_grpc_timeout_encoding_rounds_up_to_three_significant_digits() -> None:
+    from grpcmesh.context import _grpc_encoded_ms
+
+    assert [_grpc_encoded_ms(m) for m in (999, 1000, 1001, 9991, 10_001, 123_456)] == [
+        999,
+        1000,
+        1010,
+        10_000,
+        10_100,
+        124_000,
+    ]
