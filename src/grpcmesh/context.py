@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import logging
 import math
 import random
@@ -329,6 +330,7 @@ def _grpc_encoded_ms(millis: int) -> int:
     return -(-millis // unit) * unit
 
 
+@functools.lru_cache(maxsize=256)  # a pure function, called per call; most calls repeat a configured timeout
 def encodable_timeout(timeout: float) -> tuple[float, int]:
     """(timeout to give grpc, the ``grpc-timeout`` in ms it will send): at most 15 ms shorter
     than ``timeout`` (0 to 5 ms in practice), so that the server's deadline starts exactly that many ms
