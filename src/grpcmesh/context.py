@@ -264,23 +264,14 @@ class Propagation:
         deadline = None if time_remaining is None else time.monotonic() + time_remaining
         return IncomingCall(deadline, tuple(kept), generate_request_id=generate)
 
-    @staticmethod
-    def bind(call: IncomingCall) -> contextvars.Token[IncomingCall | None]:
-        """Bind ``call`` in the current context (the handler's task); undo with :meth:`unbind`."""
-        return _incoming.set(call)
-
-    @staticmethod
-    def unbind(token: contextvars.Token[IncomingCall | None]) -> None:
-        _incoming.reset(token)
-
     @contextlib.contextmanager
     def serving(self, call: IncomingCall) -> Iterator[IncomingCall]:
         """Bind ``call`` for the handler's duration."""
-        token = _incoming.set(call)
+        token = bind_incoming(call)
         try:
             yield call
         finally:
-            _incoming.reset(token)
+            unbind_incoming(token)
 
     # -- client side --------------------------------------------------------------------
 
