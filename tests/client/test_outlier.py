@@ -130,3 +130,21 @@ def test_an_endpoint_whose_ejection_ended_is_on_probation_until_a_success() -> N
     assert not outliers.on_probation("b", clock.now)
     outliers.record("a", 0.01, None)
     assert not outliers.on_probation("a", clock.now)
+
+
+def test_streaking_counts_the_endpoints_a_pick_must_check_for_probation() -> None:
+    """The channel skips ``on_probation`` while ``streaking`` is 0, so it must never miss one."""
+    outliers, clock = detector(["a", "b", "c"], consecutive_failures=1, base_ejection=1.0, max_ejection_percent=100)
+    assert outliers.streaking == 0
+    assert outliers.record("a", 0.0, error(grpc.StatusCode.UNAVAILABLE))
+    assert outliers.record("b", 0.0, error(grpc.StatusCode.DEADLINE_EXCEEDED))
+    assert outliers.streaking == 2
+    clock.now += 1.5
+    outliers.record("a", 0.01, error(grpc.StatusCode.NOT_FOUND))  # an answer: a success for the endpoint
+    assert outliers.streaking == 1
+    assert not outliers.on_probation("a", clock.now)
+    outliers.update(["b", "c"])  # "a" left; "b" keeps its record
+    assert outliers.streaking == 1
+    assert outliers.on_probation("b", clock.now)
+    outliers.record("b", 0.01, None)
+    assert outliers.streaking == 0

@@ -39,6 +39,7 @@ from grpcmesh.client.subchannel import SubChannel
 from grpcmesh.client.throttle import AdaptiveThrottle
 from grpcmesh.context import TIMEOUT_HEADER, encodable_timeout, merged_metadata
 from grpcmesh.discovery.balancers import Balancer
+from grpcmesh.discovery.balancers.base import NoLoadFeedback
 from grpcmesh.discovery.endpoints import Endpoint, EndpointFilter, EndpointWatcher
 from grpcmesh.errors import ChannelClosedError
 from grpcmesh.security.tls import handshake_hint
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
 
 _NO_EXCLUSIONS: frozenset[str] = frozenset()  # pick_now's, not a new empty set per call
 _NOTHING_SENT = object()
+_LOOK_UP: Any = object()  # call_options' default_timeout when the caller has not looked it up
 log = logging.getLogger("grpcmesh.client")
 
 
@@ -79,6 +81,8 @@ class CallHost:
         self.service = watcher.service
         self.filter = filter
         self.balancer = balancer
+        self._feedback = not isinstance(balancer, NoLoadFeedback)
+        """Whether the balancer uses call starts and ends (p2c); the others' hooks do nothing."""
         self._open_sub = open_sub
         self._endpoint_wait = endpoint_wait
         self.settings = settings
@@ -196,6 +200,7 @@ class CallHost:
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
+        default_timeout: float | None = _LOOK_UP,
     ) -> CallOptions:
         """The call's deadline (absolute, loop clock) and metadata, fixed before the first attempt.
 
@@ -207,7 +212,8 @@ class CallHost:
         """
         settings = self.settings
         if timeout is None:
-            timeout = settings.default_timeout(spec.method)
+            # The multicallable looked the method's default up once, when it was made.
+            timeout = settings.default_timeout(spec.method) if default_timeout is _LOOK_UP else default_timeout
         outgoing = settings.propagation.outgoing(timeout, metadata)
         if outgoing.metadata:
             metadata = merged_metadata(metadata, outgoing.metadata)
@@ -218,7 +224,8 @@ class CallHost:
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         if wait_for_ready is None:
             wait_for_ready = settings.wait_for_ready
-        return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, self._request_key(metadata))
+        key = self._request_key(metadata) if metadata else None
+        return CallOptions(deadline, metadata, credentials, wait_for_ready, compression, key)
 
     def sendable(self, metadata: Any) -> Any:
         """``metadata`` as an attempt hands it to grpc.aio.
@@ -286,7 +293,7 @@ class CallHost:
                 self.outliers.evaluate(now)
             self._rebalance()
         endpoint = self.balancer.pick(request_key, exclude)
-        if endpoint is not None and self.outliers.on_probation(endpoint.id, now):
+        if endpoint is not None and self.outliers.streaking and self.outliers.on_probation(endpoint.id, now):
             probe = self.subs.get(endpoint.id)
             if probe is not None and probe.outstanding > 0:  # one probe at a time
                 endpoint = self.balancer.pick(request_key, {*exclude, endpoint.id}) or endpoint
@@ -302,8 +309,10 @@ class CallHost:
         """
         if self.closed:
             raise ChannelClosedError("MeshChannel is closed")
-        self.watcher.start()
-        return self._pick(request_key, _NO_EXCLUSIONS, now)
+        sub = self._pick(request_key, _NO_EXCLUSIONS, now)
+        if sub is None:  # (a sub-channel means the watcher runs: its endpoints came from it)
+            self.watcher.start()
+        return sub
 
     async def acquire(
         self, request_key: str | None, exclude: set[str], deadline: float | None, wait_for_ready: bool
@@ -366,21 +375,28 @@ class CallHost:
     def attempt_started(self, sub: SubChannel, now: float | None = None) -> float:
         """Count the attempt on ``sub``; returns its start time (``now`` if given)."""
         sub.call_started()
-        self.balancer.call_started(sub.endpoint)
+        if self._feedback:
+            self.balancer.call_started(sub.endpoint)
         return time.monotonic() if now is None else now
 
     def attempt_ended(self, sub: SubChannel, started: float, error: BaseException | None) -> None:
         now = time.monotonic()
         latency = now - started
+        if error is None:  # the common case: every hook told of a success, nothing else to work out
+            sub.call_finished(latency, True)
+            if self._feedback:
+                self.balancer.call_finished(sub.endpoint, latency, True)
+            self.throttle.record(grpc.StatusCode.OK, now)
+            self.outliers.record(sub.id, latency, None, now)
+            return
         rpc_error = error if isinstance(error, grpc.aio.AioRpcError) else None
         failed = rpc_error is not None and (
             is_transport_failure(rpc_error) or rpc_error.code() is grpc.StatusCode.DEADLINE_EXCEEDED
         )
         sub.call_finished(latency, ok=not failed)
-        self.balancer.call_finished(sub.endpoint, latency, not failed)
-        if error is None:
-            self.throttle.record(grpc.StatusCode.OK, now)
-        elif rpc_error is not None:
+        if self._feedback:
+            self.balancer.call_finished(sub.endpoint, latency, not failed)
+        if rpc_error is not None:
             self.throttle.record(rpc_error.code(), now)
         if self.outliers.record(sub.id, latency, error, now) and sub.id in self.subs:
             self._rebalance()

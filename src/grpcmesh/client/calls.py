@@ -126,17 +126,6 @@ class _MeshCall:
         self._spec = spec
         self._options = options
         self._request = request
-        self._call: Any = None
-        self._error: BaseException | None = None
-        self._sub: SubChannel | None = None  # the attempt in progress, until _end_attempt
-        self._started = 0.0
-        self._first: Any = _NOTHING
-        self._answered = False  # a response has reached the caller (no handshake hint after that)
-        self._explanation: BaseException | None = None  # the failure with its likely cause, if any
-        self._ended = False
-        self._status_task: asyncio.Task[None] | None = None
-        self._finish: CallFinish | None = None
-        self._task: asyncio.Task[Any] | None = None
         if not self._lazy:
             self._engine()
         else:
@@ -147,6 +136,19 @@ class _MeshCall:
 
     _lazy = False
     """True for the unary-unary call, which runs in the caller's task when awaited at once."""
+
+    # Per-call state starts as these class defaults (one is made per call: no stores for them).
+    _call: Any = None
+    _error: BaseException | None = None
+    _sub: SubChannel | None = None  # the attempt in progress, until _end_attempt
+    _started = 0.0
+    _first: Any = _NOTHING
+    _answered = False  # a response has reached the caller (no handshake hint after that)
+    _explanation: BaseException | None = None  # the failure with its likely cause, if any
+    _ended = False
+    _status_task: asyncio.Task[None] | None = None
+    _finish: CallFinish | None = None
+    _task: asyncio.Task[Any] | None = None
 
     def _start_if_idle(self) -> None:
         """Start a lazy call nobody awaited or asked about in the step that created it."""
@@ -251,10 +253,14 @@ class _MeshCall:
                 error = _deadline_error(self._spec)
                 self._fail(error)
                 raise error
-        call = sub.multicallable_for(self._spec)(
+        metadata = options.metadata
+        if metadata:
+            metadata = self._host.sendable(metadata)
+        send = sub.multicallable_for(self._spec)
+        call = send(
             request,
             timeout=timeout,
-            metadata=self._host.sendable(options.metadata),
+            metadata=metadata,
             credentials=options.credentials,
             compression=options.compression,
         )

@@ -323,6 +323,7 @@ class _MultiCallable:
         self._host = host
         self._spec = spec
         self._call_class = _CALL_CLASSES[spec.kind]
+        self._default_timeout = host.settings.default_timeout(spec.method)  # settings are fixed per channel
 
     def __call__(
         self,
@@ -333,7 +334,9 @@ class _MultiCallable:
         wait_for_ready: bool | None = None,
         compression: grpc.Compression | None = None,
     ) -> Any:
-        options = self._host.call_options(self._spec, timeout, metadata, credentials, wait_for_ready, compression)
+        options = self._host.call_options(
+            self._spec, timeout, metadata, credentials, wait_for_ready, compression, self._default_timeout
+        )
         return self._call_class(self._host, self._spec, options, request)
 
 

@@ -119,10 +119,14 @@ class OutlierDetector:
         self._clock = clock
         self._health: dict[str, EndpointHealth] = {}
         self.next_evaluation = clock() + self.policy.interval
+        self.streaking = 0
+        """How many endpoints were ejected and have not succeeded since (0: no pick needs
+        :meth:`on_probation`, the common case)."""
 
     def update(self, endpoint_ids: Iterable[str]) -> None:
         """The endpoint set changed: keep the records of endpoints that stay."""
         self._health = {i: self._health.get(i) or EndpointHealth() for i in endpoint_ids}
+        self.streaking = sum(1 for h in self._health.values() if h.streak)
 
     def health(self, endpoint_id: str) -> EndpointHealth | None:
         return self._health.get(endpoint_id)
@@ -154,6 +158,8 @@ class OutlierDetector:
             return False
         policy = self.policy
         duration = min(policy.max_ejection, policy.base_ejection * (2**health.streak))
+        if not health.streak:
+            self.streaking += 1
         health.streak += 1
         health.ejections += 1
         health.ejected_until = now + duration
@@ -167,19 +173,26 @@ class OutlierDetector:
         health = self._health.get(endpoint_id)
         if health is None:
             return False
-        if error is not None and (
-            not isinstance(error, grpc.aio.AioRpcError) or error.code() is grpc.StatusCode.CANCELLED
-        ):
+        if error is None:  # the common case, without the checks a failure needs
+            health.interval_calls += 1
+            health.interval_latency += latency
+            health.consecutive_failures = 0
+            if health.streak and not health.ejected(self._clock() if now is None else now):
+                health.streak = 0
+                self.streaking -= 1
+            return False
+        if not isinstance(error, grpc.aio.AioRpcError) or error.code() is grpc.StatusCode.CANCELLED:
             return False  # cancelled by the caller, or a local error: says nothing about the endpoint
-        failed = is_gateway_failure(error)
+        failed = error.code() in GATEWAY_FAILURES
         health.interval_calls += 1
         health.interval_latency += latency
         if now is None:
             now = self._clock()
         if not failed:
             health.consecutive_failures = 0
-            if not health.ejected(now):
+            if health.streak and not health.ejected(now):
                 health.streak = 0
+                self.streaking -= 1
             return False
         health.interval_failures += 1
         health.consecutive_failures += 1

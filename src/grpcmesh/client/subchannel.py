@@ -46,6 +46,8 @@ class SubChannel:
 
     def __init__(self, endpoint: Endpoint, channel: grpc.aio.Channel, clock: Callable[[], float] = time.monotonic):
         self.endpoint = endpoint
+        self.id = endpoint.id
+        """The endpoint's id (fixed: a changed endpoint with the same id keeps its sub-channel)."""
         self.channel = channel
         self._clock = clock
         self._multicallables: dict[tuple[str, str, Any, Any], Any] = {}
@@ -58,13 +60,9 @@ class SubChannel:
         self.ejections = 0
         self.ejected_until = 0.0
         self.draining = False
-        self._idle = asyncio.Event()
-        self._idle.set()
+        self._idle: asyncio.Event | None = None
+        """Made by :meth:`drain` while calls still run; set when the last one ends."""
         self._close_task: asyncio.Task[None] | None = None
-
-    @property
-    def id(self) -> str:
-        return self.endpoint.id
 
     def multicallable(self, kind: str, method: str, serializer: Any, deserializer: Any, registered: bool) -> Any:
         """The sub-channel's own multicallable for a method (cached; they are reusable)."""
@@ -96,16 +94,17 @@ class SubChannel:
     def call_started(self) -> None:
         self.outstanding += 1
         self.calls += 1
-        self._idle.clear()
 
     def call_finished(self, latency: float, ok: bool) -> None:
-        self.outstanding = max(0, self.outstanding - 1)
+        outstanding = self.outstanding
+        if outstanding > 0:
+            outstanding = self.outstanding = outstanding - 1
         if not ok:
             self.failures += 1
         self.ewma_latency = (
             latency if self.calls == 1 else self.ewma_latency + EWMA_ALPHA * (latency - self.ewma_latency)
         )
-        if self.outstanding == 0:
+        if outstanding == 0 and self._idle is not None:
             self._idle.set()
 
     # -- outlier detection ------------------------------------------------------------
@@ -123,8 +122,10 @@ class SubChannel:
         return self._close_task
 
     async def _drain_then_close(self, grace: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), grace)
+        if self.outstanding:
+            idle = self._idle = asyncio.Event()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(idle.wait(), grace)
         if self.outstanding:
             log.warning(
                 "closing sub-channel %s with %d call(s) still running after %.1fs grace",

@@ -77,10 +77,14 @@ class AdaptiveThrottle:
 
         ``now`` (here and in :meth:`record`): the clock's reading, when the caller has one already.
         """
-        if not self.policy.enabled:
+        policy = self.policy
+        if not policy.enabled:
             return True
-        probability = self.rejection_probability(now)
-        if probability > 0.0 and self._rng() < probability:
+        requests, accepts = self._window.totals(now)
+        if requests < policy.minimum_requests or requests <= policy.k * accepts:
+            return True  # the common case: the backend accepts (almost) everything
+        probability = (requests - policy.k * accepts) / (requests + 1)
+        if self._rng() < probability:
             self._window.add(1.0, 0.0, now)
             self.rejected += 1
             return False
@@ -90,4 +94,5 @@ class AdaptiveThrottle:
         """A sent call ended with ``code`` (None: cancelled by the caller, not counted)."""
         if code is None or not self.policy.enabled:
             return
-        self._window.add(1.0, 0.0 if code in NOT_ACCEPTED else 1.0, now)
+        accepted = code is grpc.StatusCode.OK or code not in NOT_ACCEPTED  # OK: no enum hash
+        self._window.add(1.0, 1.0 if accepted else 0.0, now)

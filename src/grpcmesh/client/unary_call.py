@@ -41,26 +41,27 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
     _callbacks: list[Callable[[Any], None]] | None = None  # done callbacks added while it runs
 
     def __await__(self) -> Generator[Any, None, Any]:
-        if self._task is None:
-            if self._state == _IDLE:
-                return (yield from self._drive())
-            while self._state == _RUNNING and self._task is None:  # awaited again while it runs
+        if self._task is not None:
+            return (yield from self._task.__await__())
+        if self._state != _IDLE:  # awaited again while it runs, or after it ran
+            while self._state == _RUNNING and self._task is None:
                 yield from self._wait_running().__await__()
-            if self._task is None:
-                if self._outcome is not None:
-                    raise self._outcome
-                return self._response
-        return (yield from self._task.__await__())
-
-    def _drive(self) -> Generator[Any, None, Any]:
-        """The first attempt in the caller's task; anything that must wait goes to a task."""
+            if self._task is not None:
+                return (yield from self._task.__await__())
+            if self._outcome is not None:
+                raise self._outcome
+            return self._response
+        # The first attempt, in the caller's task (inline, not a generator of its own: each
+        # resumption passes through every generator frame of the chain).
         host = self._host
         spec = self._spec
         options = self._options
         self._state = _RUNNING
         exclude: set[str] | None = None
         try:
-            self._finish = host.begin_call(spec, options)
+            observer = host.observer
+            if observer is not None:
+                self._finish = observer.begin(host.service, spec, options)
             now = time.monotonic()  # one reading for admission, the pick and the attempt's start
             refused = host.admit(spec, options, now)
             if refused is not None:  # spent deadline or client-side throttling: nothing is sent
@@ -81,10 +82,17 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
                         raise explained from error
                     exclude = {sub.id}
                 else:
-                    self._end_attempt(None)
-                    self._end_call(None)
+                    self._sub = None
+                    host.attempt_ended(sub, self._started, None)
+                    if not self._ended:  # _end_call(None), inline
+                        self._ended = True
+                        finish = self._finish
+                        if finish is not None:
+                            finish(grpc.StatusCode.OK, None)
                     self._response = response
-                    self._ran(None)
+                    self._state = _DONE
+                    if self._settled_waiter is not None or self._callbacks:
+                        self._ran(None)
                     return response
         except BaseException as error:
             self._end_attempt(error)

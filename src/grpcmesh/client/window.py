@@ -45,11 +45,8 @@ class SlidingWindow:
         self._edge = (self._current + 1) * self._bucket_width
         """When the current bucket ends: before it, a call only compares (the common case)."""
 
-    def _advance(self, now: float | None) -> int:
-        if now is None:
-            now = self._clock()
-        if now < self._edge:
-            return self._slot
+    def _roll(self, now: float) -> None:
+        """The current bucket has ended: clear the buckets that fell out of the window."""
         index = math.floor(now / self._bucket_width)
         if index != self._current:
             stale = min(index - self._current, self._buckets)
@@ -63,16 +60,22 @@ class SlidingWindow:
             self._current = index
         self._slot = index % self._buckets
         self._edge = (index + 1) * self._bucket_width
-        return self._slot
 
     def add(self, a: float = 0.0, b: float = 0.0, now: float | None = None) -> None:
         """Add to the current bucket; ``now`` is the clock's reading if the caller has one already."""
-        slot = self._advance(now)
+        if now is None:
+            now = self._clock()
+        if now >= self._edge:  # most calls fall in the current bucket: a comparison, no call
+            self._roll(now)
+        slot = self._slot
         self._a[slot] += a
         self._b[slot] += b
         self._total_a += a
         self._total_b += b
 
     def totals(self, now: float | None = None) -> tuple[float, float]:
-        self._advance(now)
+        if now is None:
+            now = self._clock()
+        if now >= self._edge:
+            self._roll(now)
         return self._total_a, self._total_b

@@ -26,9 +26,11 @@ class RoundRobin(NoLoadFeedback):
 
     def pick(self, request_key: str | None = None, exclude: Collection[str] = ()) -> Endpoint | None:
         endpoints = self._endpoints
-        for _ in range(len(endpoints)):
-            endpoint = endpoints[self._next % len(endpoints)]
-            self._next = (self._next + 1) % len(endpoints)
-            if endpoint.id not in exclude:
+        count = len(endpoints)
+        for _ in range(count):  # without exclusions the first turn returns
+            index = self._next
+            self._next = index + 1 if index + 1 < count else 0
+            endpoint = endpoints[index]
+            if not exclude or endpoint.id not in exclude:
                 return endpoint
         return None
