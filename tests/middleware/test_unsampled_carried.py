@@ -83,3 +83,21 @@ async def test_without_a_call_context_the_trace_travels_in_tracings_own_variable
     assert seen == [UNSAMPLED, UNSAMPLED]
     assert carried.get() is None
     provider.shutdown()
+
+
+def test_a_new_unsampled_traceparent_is_valid_w3c_with_fresh_ids() -> None:
+    from unittest import mock
+
+    from grpcmesh.middleware.trace_context import parse_traceparent, unsampled_traceparent
+
+    made = {unsampled_traceparent() for _ in range(200)}
+    assert len(made) == 200  # new ids every time
+    for header in made:
+        parsed = parse_traceparent(header)
+        assert parsed is not None
+        assert parsed[2] is False  # "not sampled"
+    assert unsampled_traceparent(TRACE, "b7ad6b7169203331") == UNSAMPLED  # given ids are kept
+    with mock.patch("grpcmesh.middleware.trace_context.random.getrandbits", side_effect=[0, 0, 5]):
+        header = unsampled_traceparent()  # an all-zero draw (invalid in W3C) is drawn again
+    assert parse_traceparent(header) is not None
+    assert header.startswith("00-" + "0" * 31 + "1-")

@@ -48,6 +48,7 @@ _STANDARD_LABELS = ("grpc_service", "grpc_method", "grpc_type")
 _CLIENT_LABELS = (*_STANDARD_LABELS, "caller", "callee")
 """Client series also name the calling mesh service and the one called ("" when not known), so
 the observed service graph can be drawn from them."""
+_OK = grpc.StatusCode.OK
 
 
 class GrpcMetrics:
@@ -168,7 +169,7 @@ class GrpcMetrics:
 class _ServerChildren:
     """The series of one (mesh service, method, RPC type), looked up once per method, not per call."""
 
-    __slots__ = ("_by_code", "_labels", "_metrics", "_seed", "handling", "latency", "started")
+    __slots__ = ("_by_code", "_labels", "_metrics", "_ok", "_seed", "handling", "latency", "started")
 
     def __init__(self, metrics: GrpcMetrics, seed_service: str, call: ServerCall) -> None:
         self._metrics = metrics
@@ -178,22 +179,27 @@ class _ServerChildren:
         self.handling = metrics.server_handling.child(*self._labels)
         self.latency = metrics.service_latency.child(*self._seed)
         self._by_code: dict[grpc.StatusCode, tuple[CounterValue, CounterValue]] = {}
+        self._ok: tuple[CounterValue, CounterValue] | None = None
 
     def by_code(self, code: grpc.StatusCode) -> tuple[CounterValue, CounterValue]:
         """(``grpc_server_handled_total``, ``grpc_service_requests_total``) series for ``code``."""
+        if code is _OK and self._ok is not None:  # a StatusCode's hash is Python code: OK skips it
+            return self._ok
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = (
                 self._metrics.server_handled.child(*self._labels, code.name),
                 self._metrics.service_requests.child(*self._seed, code.name),
             )
+            if code is _OK:
+                self._ok = found
         return found
 
 
 class _ClientChildren:
     """The client-side counterpart of :class:`_ServerChildren`."""
 
-    __slots__ = ("_by_code", "_labels", "_metrics", "handling", "started")
+    __slots__ = ("_by_code", "_labels", "_metrics", "_ok", "handling", "started")
 
     def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
         self._metrics = metrics
@@ -201,11 +207,16 @@ class _ClientChildren:
         self.started = metrics.client_started.child(*self._labels)
         self.handling = metrics.client_handling.child(*self._labels)
         self._by_code: dict[grpc.StatusCode, CounterValue] = {}
+        self._ok: CounterValue | None = None
 
     def handled(self, code: grpc.StatusCode) -> CounterValue:
+        if code is _OK and self._ok is not None:
+            return self._ok
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = self._metrics.client_handled.child(*self._labels, code.name)
+            if code is _OK:
+                self._ok = found
         return found
 
 

@@ -57,8 +57,13 @@ _SAMPLED_FLAGS = frozenset({"01", "03", "05", "07", "09", "0b", "0d", "0f"})
 
 def unsampled_traceparent(trace_id: str | None = None, span_id: str | None = None) -> str:
     """A "not sampled" ``traceparent``: the given ids, or new random ones for a new trace."""
-    trace_id = trace_id or f"{random.getrandbits(128) or 1:032x}"
-    span_id = span_id or f"{random.getrandbits(64) or 1:016x}"
+    if trace_id is None and span_id is None:  # the common case: one draw for both ids
+        ids = f"{random.getrandbits(192):048x}"
+        trace_id, span_id = ids[:32], ids[32:]
+        if trace_id != _ZERO_TRACE and span_id != _ZERO_SPAN:  # all-zero ids are invalid (W3C)
+            return f"00-{trace_id}-{span_id}-00"
+    trace_id = trace_id if trace_id and trace_id != _ZERO_TRACE else f"{random.getrandbits(128) or 1:032x}"
+    span_id = span_id if span_id and span_id != _ZERO_SPAN else f"{random.getrandbits(64) or 1:016x}"
     return f"00-{trace_id}-{span_id}-00"
 
 

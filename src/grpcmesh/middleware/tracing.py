@@ -261,7 +261,8 @@ class Tracing:
         return finish
 
     def observe_client(self, call: ClientCall) -> ClientFinish | None:
-        current = trace.get_current_span().get_span_context()
+        active = otel_context.get_current()  # empty (the common case): no span to look for in it
+        current = trace.get_current_span(active).get_span_context() if active else trace.INVALID_SPAN_CONTEXT
         forced = False
         if current.is_valid:
             decision: bool | None = current.trace_flags.sampled
