@@ -35,7 +35,7 @@ class Balancer(Protocol):
 
 
 class NoLoadFeedback:
-    """Mixin for policies that do not use call feedback."""
+    """Mixin for policies that do not use call feedback: a channel skips their (no-op) hooks."""
 
     def call_started(self, endpoint: Endpoint) -> None:
         return None
