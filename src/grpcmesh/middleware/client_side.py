@@ -37,6 +37,7 @@ class ClientCall:
 
     __slots__ = (
         "_added",
+        "_finishers",
         "_given",
         "_metadata",
         "callee",
@@ -74,6 +75,17 @@ class ClientCall:
         self.code: grpc.StatusCode | None = None
         self.error: BaseException | None = None
         self.trace_id: str | None = None
+        self._finishers: Sequence[ClientFinish] = ()
+
+    def end(self, code: grpc.StatusCode, error: BaseException | None) -> None:
+        """The call ended with ``code`` (and ``error``): run the observers' finish hooks, last first."""
+        self.code = code
+        self.error = error
+        for finish in reversed(self._finishers):
+            try:
+                finish(self)
+            except Exception:
+                log.exception("client observer failed at the end of %s", self.full_method)
 
     @property
     def metadata(self) -> grpc.aio.Metadata:
@@ -141,16 +153,6 @@ ClientObserver = Callable[[ClientCall], ClientFinish | None]
 """Called when a call starts (may add metadata); returns what to call once its code is known, or ``None``."""
 
 
-def _end(finishers: list[ClientFinish], call: ClientCall, code: grpc.StatusCode, error: BaseException | None) -> None:
-    call.code = code
-    call.error = error
-    for finish in reversed(finishers):
-        try:
-            finish(call)
-        except Exception:
-            log.exception("client observer failed at the end of %s", call.full_method)
-
-
 class ClientObservation:
     """The mesh's client concerns, in order, as the ``CallObserver`` of its channels.
 
@@ -171,11 +173,8 @@ class ClientObservation:
             options.metadata = copied
         if not finishers:
             return None
-
-        def finish(code: grpc.StatusCode, error: BaseException | None) -> None:
-            _end(finishers, call, code, error)
-
-        return finish
+        call._finishers = finishers
+        return call.end  # a bound method: no closure per call
 
 
 # -------------------------------------------------------------- grpc.aio interceptors (plain channels)
@@ -194,9 +193,7 @@ class _InterceptedCalls:
         self._target = target
         self._pending: set[asyncio.Task[None]] = set()
 
-    def begin(
-        self, details: grpc.aio.ClientCallDetails, rpc_type: RpcType
-    ) -> tuple[ClientCall, list[ClientFinish], Any]:
+    def begin(self, details: grpc.aio.ClientCallDetails, rpc_type: RpcType) -> tuple[ClientCall, Any]:
         method = details.method.decode() if isinstance(details.method, bytes) else details.method
         given = details.metadata
         if isinstance(given, _OwnedMetadata):
@@ -209,7 +206,8 @@ class _InterceptedCalls:
                 details.method, details.timeout, metadata, details.credentials, details.wait_for_ready
             )
         call = ClientCall(method, rpc_type, metadata, self._target)
-        return call, start_observers(self._observers, call, "client"), new_details
+        call._finishers = start_observers(self._observers, call, "client")
+        return call, new_details
 
     async def unary_unary(self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any) -> Any:
         """Waits for the outcome before returning the call, so it is recorded before the caller sees it.
@@ -217,48 +215,48 @@ class _InterceptedCalls:
         Only unary-unary may wait here: grpc.aio's ``call.write()`` waits for the interceptors to
         return the call, so waiting for a client-streaming call's end here would deadlock.
         """
-        call, finishers, new_details = self.begin(details, RpcType.UNARY)
+        call, new_details = self.begin(details, RpcType.UNARY)
         try:
             grpc_call = await continuation(new_details, request)
         except BaseException as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             raise
         try:
             await grpc_call  # the caller's own await gets the same response or error
         except grpc.RpcError as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
         except BaseException as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             raise
         else:
-            _end(finishers, call, grpc.StatusCode.OK, None)
+            call.end(grpc.StatusCode.OK, None)
         return grpc_call
 
     async def streaming(
         self, continuation: Callable[..., Awaitable[Any]], details: Any, request: Any, rpc_type: RpcType
     ) -> Any:
         """Returns the call at once; its end is recorded when grpc reports it done."""
-        call, finishers, new_details = self.begin(details, rpc_type)
+        call, new_details = self.begin(details, rpc_type)
         try:
             grpc_call = await continuation(new_details, request)
         except BaseException as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             raise
         try:
-            grpc_call.add_done_callback(lambda done: self._settle_later(done, call, finishers))
+            grpc_call.add_done_callback(lambda done: self._settle_later(done, call))
         except (AttributeError, NotImplementedError):
             if rpc_type is RpcType.CLIENT_STREAM:
                 raise
             # An inner interceptor returned a plain async iterator instead of a call.
-            return self._iterate(grpc_call, call, finishers)
+            return self._iterate(grpc_call, call)
         return grpc_call
 
-    def _settle_later(self, grpc_call: Any, call: ClientCall, finishers: list[ClientFinish]) -> None:
-        task = asyncio.get_running_loop().create_task(self._settle(grpc_call, call, finishers))
+    def _settle_later(self, grpc_call: Any, call: ClientCall) -> None:
+        task = asyncio.get_running_loop().create_task(self._settle(grpc_call, call))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
-    async def _settle(self, grpc_call: Any, call: ClientCall, finishers: list[ClientFinish]) -> None:
+    async def _settle(self, grpc_call: Any, call: ClientCall) -> None:
         try:
             if call.rpc_type is RpcType.CLIENT_STREAM:
                 # Awaiting the (finished) call gives the status the caller sees; ``code()`` can
@@ -268,21 +266,21 @@ class _InterceptedCalls:
             else:
                 code = await grpc_call.code()
         except grpc.RpcError as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             return
         except BaseException as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             raise
-        _end(finishers, call, code, None)
+        call.end(code, None)
 
-    async def _iterate(self, responses: Any, call: ClientCall, finishers: list[ClientFinish]) -> AsyncIterator[Any]:
+    async def _iterate(self, responses: Any, call: ClientCall) -> AsyncIterator[Any]:
         try:
             async for response in responses:
                 yield response
         except BaseException as error:
-            _end(finishers, call, status_of(error), error)
+            call.end(status_of(error), error)
             raise
-        _end(finishers, call, grpc.StatusCode.OK, None)
+        call.end(grpc.StatusCode.OK, None)
 
 
 class _UnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):  # type: ignore[type-arg]

@@ -293,9 +293,19 @@ class _Plan:
         observers = self.observers
         return call, start_observers(observers, call, "server") if observers else None, token
 
-    async def admit(self, call: ServerCall) -> None:
-        """Run the gates in order; the first refusal aborts the call (raises)."""
-        for gate, awaited in self.gates:
+    def admit(self, call: ServerCall) -> Awaitable[None] | None:
+        """Run the gates in order; what the wrapper must await (an async gate, or the abort of a
+        refusal: it raises), or ``None`` once every gate passed without a coroutine (auth's check)."""
+        for index, (gate, awaited) in enumerate(self.gates):
+            if awaited:
+                return self._admit_async(call, index)
+            refusal = gate(call)
+            if refusal is not None:
+                return call.context.abort(*refusal)  # type: ignore[no-any-return]
+        return None
+
+    async def _admit_async(self, call: ServerCall, first: int) -> None:
+        for gate, awaited in self.gates[first:]:
             if awaited:
                 await gate(call)
             else:
@@ -340,7 +350,9 @@ def _around_coroutine(behavior: Behavior, plan: _Plan) -> Behavior:
         error: BaseException | None = None
         try:
             if gates:
-                await plan.admit(call)
+                pending = plan.admit(call)
+                if pending is not None:
+                    await pending
             return await behavior(request, context)
         except Exception as exc:
             error = await plan.failed(exc, context)
@@ -365,7 +377,9 @@ def _around_generator(behavior: Behavior, plan: _Plan) -> Behavior:
         error: BaseException | None = None
         try:
             if gates:
-                await plan.admit(call)
+                pending = plan.admit(call)
+                if pending is not None:
+                    await pending
             async for response in behavior(request, context):
                 yield response
         except Exception as exc:
