@@ -50,7 +50,6 @@ if TYPE_CHECKING:
 
 _NO_EXCLUSIONS: frozenset[str] = frozenset()  # pick_now's, not a new empty set per call
 _NOTHING_SENT = object()
-_LOOK_UP: Any = object()  # call_options' default_timeout when the caller has not looked it up
 log = logging.getLogger("grpcmesh.client")
 
 
@@ -200,7 +199,7 @@ class CallHost:
         credentials: grpc.CallCredentials | None,
         wait_for_ready: bool | None,
         compression: grpc.Compression | None,
-        default_timeout: float | None = _LOOK_UP,
+        default_timeout: float | None,
     ) -> CallOptions:
         """The call's deadline (absolute, loop clock) and metadata, fixed before the first attempt.
 
@@ -212,8 +211,7 @@ class CallHost:
         """
         settings = self.settings
         if timeout is None:
-            # The multicallable looked the method's default up once, when it was made.
-            timeout = settings.default_timeout(spec.method) if default_timeout is _LOOK_UP else default_timeout
+            timeout = default_timeout
         outgoing = settings.propagation.outgoing(timeout, metadata)
         if outgoing.metadata:
             metadata = merged_metadata(metadata, outgoing.metadata)

@@ -19,7 +19,7 @@ Where things happen (each is one method of the channel's private ``CallHost``, s
 :mod:`grpcmesh.client._host`): the call's options (deadline, metadata) are fixed by
 ``call_options`` before the call object exists; ``admit`` may refuse the call before anything
 is sent (spent deadline, client-side throttling); ``begin_call`` starts the mesh's observation
-(auth headers, trace context, metrics, access log) in ``_MeshCall.__init__``; an endpoint is
+(auth headers, trace context, metrics, access log) when the call starts (``_MeshCall._engine``); an endpoint is
 acquired in ``_MeshCall._establish_*`` (``pick_now``/``acquire``); each attempt is bracketed by
 ``attempt_started`` (``_start_attempt``) and ``attempt_ended`` (``_end_attempt``); a failed
 attempt is retried only if ``may_retry`` says so; the call's final status goes to the

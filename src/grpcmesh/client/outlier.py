@@ -84,11 +84,6 @@ class OutlierPolicy:
             raise ConfigError(f"outlier.latency_factor: {self.latency_factor!r} must be > 1 (or null to disable)")
 
 
-def is_gateway_failure(error: BaseException | None) -> bool:
-    """True when ``error`` (an attempt's outcome) counts against the endpoint."""
-    return isinstance(error, grpc.aio.AioRpcError) and error.code() in GATEWAY_FAILURES
-
-
 @dataclass
 class EndpointHealth:
     """What outlier detection knows about one endpoint."""
@@ -173,27 +168,21 @@ class OutlierDetector:
         health = self._health.get(endpoint_id)
         if health is None:
             return False
-        if error is None:  # the common case, without the checks a failure needs
-            health.interval_calls += 1
-            health.interval_latency += latency
+        if error is not None and (
+            not isinstance(error, grpc.aio.AioRpcError) or error.code() is grpc.StatusCode.CANCELLED
+        ):
+            return False  # cancelled by the caller, or a local error: says nothing about the endpoint
+        failed = error is not None and error.code() in GATEWAY_FAILURES  # (a success hashes no code)
+        health.interval_calls += 1
+        health.interval_latency += latency
+        if not failed:
             health.consecutive_failures = 0
             if health.streak and not health.ejected(self._clock() if now is None else now):
                 health.streak = 0
                 self.streaking -= 1
             return False
-        if not isinstance(error, grpc.aio.AioRpcError) or error.code() is grpc.StatusCode.CANCELLED:
-            return False  # cancelled by the caller, or a local error: says nothing about the endpoint
-        failed = error.code() in GATEWAY_FAILURES
-        health.interval_calls += 1
-        health.interval_latency += latency
         if now is None:
             now = self._clock()
-        if not failed:
-            health.consecutive_failures = 0
-            if health.streak and not health.ejected(now):
-                health.streak = 0
-                self.streaking -= 1
-            return False
         health.interval_failures += 1
         health.consecutive_failures += 1
         if health.consecutive_failures < self.policy.consecutive_failures:

@@ -59,9 +59,7 @@ class MeshUnaryUnaryCall(_MeshCall, grpc.aio.UnaryUnaryCall):  # type: ignore[ty
         self._state = _RUNNING
         exclude: set[str] | None = None
         try:
-            observer = host.observer
-            if observer is not None:
-                self._finish = observer.begin(host.service, spec, options)
+            self._finish = host.begin_call(spec, options)
             now = time.monotonic()  # one reading for admission, the pick and the attempt's start
             refused = host.admit(spec, options, now)
             if refused is not None:  # spent deadline or client-side throttling: nothing is sent
