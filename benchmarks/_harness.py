@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import json
 import os
 import platform
@@ -31,8 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# Children are started with fork+exec while grpc threads run; grpc's fork handlers are not
-# needed for that and only log "skipping fork() handlers" noise.
+# Children are started by vfork+exec (see grpcmesh._children); grpc's fork handlers are not
+# needed for that, and any fork() elsewhere would only log "skipping fork() handlers" noise.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,6 +39,8 @@ BENCH_DIR = ROOT / "benchmarks"
 for _path in (str(ROOT / "src"), str(ROOT)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
+
+from grpcmesh._children import guarded_argv  # noqa: E402 - needs src/ on sys.path
 
 
 @dataclass
@@ -161,14 +162,6 @@ def run(main: Callable[[argparse.Namespace, Report], Awaitable[None]], args: arg
 
 # -- child processes ------------------------------------------------------------------
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child, before exec: get SIGKILL when the benchmark process dies, however it dies."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
 
 def child_env() -> dict[str, str]:
     env = dict(os.environ)
@@ -187,13 +180,11 @@ class Child:
     @classmethod
     async def start(cls, label: str, *args: str) -> Child:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *args,
+            *guarded_argv([sys.executable, *args], signal.SIGKILL),  # never outlive a crashed benchmark
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=None,
             env=child_env(),
-            preexec_fn=_die_with_parent,  # children never outlive a crashed benchmark
         )
         return cls(proc, label)
 

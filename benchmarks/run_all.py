@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import tempfile
@@ -21,7 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from _harness import BENCH_DIR, ROOT, _die_with_parent, child_env, machine
+from _harness import BENCH_DIR, ROOT, child_env, machine
+
+from grpcmesh._children import guarded_argv
 
 SCRIPTS: list[tuple[str, float]] = [
     ("bench_balancers.py", 60),
@@ -42,7 +45,7 @@ def run_script(script: str, budget: float, smoke: bool, workdir: Path) -> dict[s
     print(f"\n=== {script} (budget {budget:.0f} s)", flush=True)
     started = time.monotonic()
     try:
-        proc = subprocess.run(args, env=child_env(), timeout=budget, check=False, preexec_fn=_die_with_parent)
+        proc = subprocess.run(guarded_argv(args, signal.SIGKILL), env=child_env(), timeout=budget, check=False)
         returncode: int | str = proc.returncode
     except subprocess.TimeoutExpired:
         returncode = f"timed out after {budget:.0f} s"

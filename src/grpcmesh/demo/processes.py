@@ -3,39 +3,20 @@
 Children get their own process group so the terminal's Ctrl-C reaches only the supervisor,
 which then stops them in a sensible order (traffic first, then the services) instead of
 all at once. On Linux each child also asks the kernel to SIGTERM it if the supervisor
-dies, so even ``kill -9`` of the supervisor leaves nothing running.
+dies (see :mod:`grpcmesh._children`), so even ``kill -9`` of the supervisor leaves nothing running.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import signal
-import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A pre-exec hook that makes the child receive SIGTERM when its parent dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
-    prctl = libc.prctl
-
-    def hook() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
-
-    return hook
-
-
-_PRE_EXEC = _parent_death_signal()
+from grpcmesh._children import guarded_argv
 
 
 @dataclass
@@ -102,13 +83,12 @@ async def spawn(
     log = log_path.open("ab") if log_path is not None else None
     target = log if log is not None else asyncio.subprocess.DEVNULL
     process = await asyncio.create_subprocess_exec(
-        *argv,
+        *guarded_argv(argv),
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE if capture_stdout else target,
         stderr=target,
         env=dict(env),
         cwd=cwd,
         process_group=0,
-        preexec_fn=_PRE_EXEC,
     )
     return Child(label, process, log_path, _log=log)
