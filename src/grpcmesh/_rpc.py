@@ -1,4 +1,4 @@
-"""The four RPC kinds, named once for the whole library (client engine, server wrapper, metrics)."""
+"""The four RPC kinds and method names, named once for the whole library (client engine, server wrapper, metrics)."""
 
 from __future__ import annotations
 
@@ -39,3 +39,22 @@ _CHANNEL_METHODS = {
     RpcType.CLIENT_STREAM: "stream_unary",
     RpcType.BIDI_STREAM: "stream_stream",
 }
+
+
+MAX_CACHED_METHODS = 4096
+"""Per-method caches (split names, wrapped handlers, metric children) stop growing at this size,
+so a server behind a catch-all generic handler cannot grow them without bound."""
+
+_SPLIT_CACHE: dict[str | bytes, tuple[str, str]] = {}
+
+
+def split_method(full_method: str | bytes) -> tuple[str, str]:
+    """``/pkg.Service/Method`` → (``pkg.Service``, ``Method``); unknown shapes keep the whole name."""
+    found = _SPLIT_CACHE.get(full_method)
+    if found is None:
+        text = full_method.decode() if isinstance(full_method, bytes) else full_method
+        service, _, method = text.lstrip("/").rpartition("/")
+        found = (service, method) if service else ("unknown", text)
+        if len(_SPLIT_CACHE) < MAX_CACHED_METHODS:
+            _SPLIT_CACHE[full_method] = found
+    return found

@@ -33,13 +33,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable, Generator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 from grpc.aio import EOF  # type: ignore[attr-defined]
 
-from grpcmesh._rpc import RpcType
+from grpcmesh._rpc import RpcType, split_method
 from grpcmesh.client.errors import MeshRpcError
 from grpcmesh.client.subchannel import SubChannel
 
@@ -49,13 +49,17 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MethodSpec:
-    """What a stub told the channel about one method."""
+    """What a stub told the channel about one method (``names``: its service and method, split once)."""
 
     kind: RpcType
     method: str
     serializer: Any
     deserializer: Any
     registered: bool
+    names: tuple[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", split_method(self.method))
 
 
 @dataclass(slots=True)

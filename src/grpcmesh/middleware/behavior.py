@@ -16,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from grpcmesh._rpc import RpcType
+from grpcmesh._rpc import MAX_CACHED_METHODS, RpcType
 
 # grpc-stubs types the aio context/handlers loosely; the wrappers work on ``Any`` at the seams.
 Context = Any
@@ -25,10 +25,6 @@ Behavior = Callable[..., Any]
 
 BehaviorWrapper = Callable[[Behavior, bool], Behavior]
 """Given a behaviour and whether it is an async generator, a behaviour of the same shape."""
-
-MAX_CACHED_METHODS = 4096
-"""Per-method caches (split names, wrapped handlers, metric children) stop growing at this size,
-so a server behind a catch-all generic handler cannot grow them without bound."""
 
 _FACTORIES = {
     RpcType.UNARY: grpc.unary_unary_rpc_method_handler,
@@ -103,21 +99,6 @@ class HandlerCache:
         if len(self._entries) < MAX_CACHED_METHODS or method in self._entries:
             self._entries[method] = (handler, wrapped)
         return wrapped
-
-
-_SPLIT_CACHE: dict[str | bytes, tuple[str, str]] = {}
-
-
-def split_method(full_method: str | bytes) -> tuple[str, str]:
-    """``/pkg.Service/Method`` → (``pkg.Service``, ``Method``); unknown shapes keep the whole name."""
-    found = _SPLIT_CACHE.get(full_method)
-    if found is None:
-        text = full_method.decode() if isinstance(full_method, bytes) else full_method
-        service, _, method = text.lstrip("/").rpartition("/")
-        found = (service, method) if service else ("unknown", text)
-        if len(_SPLIT_CACHE) < MAX_CACHED_METHODS:
-            _SPLIT_CACHE[full_method] = found
-    return found
 
 
 def metadata_value(metadata: Any, key: str) -> str | None:

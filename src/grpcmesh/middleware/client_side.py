@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import grpc
 
-from grpcmesh._rpc import RpcType
+from grpcmesh._rpc import RpcType, split_method
 from grpcmesh.client.calls import status_of
-from grpcmesh.middleware.behavior import split_method
 from grpcmesh.middleware.observing import start_observers
 
 if TYPE_CHECKING:
@@ -32,7 +31,8 @@ class ClientCall:
     """One outgoing call as the client concerns see it; observers may add ``metadata``.
 
     ``caller`` is the calling mesh service ("" when unknown), ``callee`` the mesh service the
-    channel targets ("" on a plain channel); ``trace_id`` is filled by tracing for the access log.
+    channel targets ("" on a plain channel); ``trace_id`` is filled by tracing for the access log;
+    ``code``, ``error`` and ``duration`` are set when the call ends, before the finish hooks run.
     """
 
     __slots__ = (
@@ -43,6 +43,7 @@ class ClientCall:
         "callee",
         "caller",
         "code",
+        "duration",
         "error",
         "full_method",
         "method",
@@ -61,24 +62,31 @@ class ClientCall:
         target: str | None = None,
         caller: str = "",
         callee: str = "",
+        names: tuple[str, str] | None = None,
     ) -> None:
         self.full_method = full_method
         self.rpc_type = rpc_type
         self._given = metadata
         self._added: tuple[tuple[str, Any], ...] = ()
-        self._metadata: grpc.aio.Metadata | None = metadata if isinstance(metadata, grpc.aio.Metadata) else None
+        # A tuple (the mesh channel's case) skips the ABC isinstance check: a Python call per call.
+        plain = metadata is None or type(metadata) is tuple
+        self._metadata: grpc.aio.Metadata | None = (
+            metadata if not plain and isinstance(metadata, grpc.aio.Metadata) else None
+        )
         self.target = target
         self.caller = caller
         self.callee = callee
-        self.service, self.method = split_method(full_method)
+        self.service, self.method = names if names is not None else split_method(full_method)
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | None = None
         self.error: BaseException | None = None
+        self.duration = 0.0
         self.trace_id: str | None = None
         self._finishers: Sequence[ClientFinish] = ()
 
     def end(self, code: grpc.StatusCode, error: BaseException | None) -> None:
         """The call ended with ``code`` (and ``error``): run the observers' finish hooks, last first."""
+        self.duration = time.perf_counter() - self.started
         self.code = code
         self.error = error
         for finish in reversed(self._finishers):
@@ -133,10 +141,6 @@ class ClientCall:
             return (*given, *added) if given else added
         return None
 
-    @property
-    def duration(self) -> float:
-        return time.perf_counter() - self.started
-
 
 def _overlaps(headers: tuple[tuple[str, Any], ...], items: Any) -> bool:
     """Whether ``items`` (metadata pairs, or None) hold any key of ``headers`` (a plain loop: no generator)."""
@@ -166,11 +170,11 @@ class ClientObservation:
     def begin(self, callee: str, spec: MethodSpec, options: CallOptions) -> CallFinish | None:
         # A tuple view of the caller's metadata: never modified; copied only if an observer writes.
         given = options.metadata
-        call = ClientCall(spec.method, spec.kind, tuple(given) if given else None, None, self.caller, callee)
+        view = tuple(given) if given else None
+        call = ClientCall(spec.method, spec.kind, view, None, self.caller, callee, spec.names)
         finishers = start_observers(self.observers, call, "client")
-        copied = call.copied_metadata
-        if copied is not None:
-            options.metadata = copied
+        if call._added or call._metadata is not None:  # an observer wrote: send its copy
+            options.metadata = call.copied_metadata
         if not finishers:
             return None
         call._finishers = finishers

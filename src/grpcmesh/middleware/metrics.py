@@ -8,6 +8,7 @@ friends), so existing Grafana dashboards work unchanged. Every family lives in a
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable, Iterable
 
@@ -16,9 +17,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from grpcmesh._rpc import RpcType
+from grpcmesh._rpc import MAX_CACHED_METHODS, RpcType
 from grpcmesh.client.channel import ChannelStats
-from grpcmesh.middleware.behavior import MAX_CACHED_METHODS
 from grpcmesh.middleware.call_series import CounterSeries, CounterValue, HistogramSeries, SeriesCollector
 from grpcmesh.middleware.client_side import ClientCall, ClientFinish, ClientInterceptor, client_interceptors
 from grpcmesh.middleware.metrics_http import MetricsServer
@@ -49,6 +49,7 @@ _CLIENT_LABELS = (*_STANDARD_LABELS, "caller", "callee")
 """Client series also name the calling mesh service and the one called ("" when not known), so
 the observed service graph can be drawn from them."""
 _OK = grpc.StatusCode.OK
+_UNKNOWN = grpc.StatusCode.UNKNOWN
 
 
 class GrpcMetrics:
@@ -144,7 +145,7 @@ class GrpcMetrics:
 
     def server_concern(self, service_name: str | None = None) -> ServerConcern:
         """The server pipeline's metrics concern; ``service_name`` fills the ``service`` label."""
-        return ServerConcern("metrics", observe=lambda call: self.observe_server(service_name, call))
+        return ServerConcern("metrics", observe=functools.partial(self.observe_server, service_name))
 
     def _client_children(self, call: ClientCall) -> _ClientChildren:
         key = (call.full_method, call.rpc_type, call.caller, call.callee)
@@ -160,7 +161,8 @@ class GrpcMetrics:
         children.started.inc()
 
         def finish(done: ClientCall) -> None:
-            children.handled(done.code or grpc.StatusCode.UNKNOWN).inc()
+            code = done.code
+            (children.ok if code is _OK and children.ok is not None else children.handled(code or _UNKNOWN)).inc()
             children.handling.observe(done.duration)
 
         return finish
@@ -199,7 +201,7 @@ class _ServerChildren:
 class _ClientChildren:
     """The client-side counterpart of :class:`_ServerChildren`."""
 
-    __slots__ = ("_by_code", "_labels", "_metrics", "_ok", "handling", "started")
+    __slots__ = ("_by_code", "_labels", "_metrics", "handling", "ok", "started")
 
     def __init__(self, metrics: GrpcMetrics, call: ClientCall) -> None:
         self._metrics = metrics
@@ -207,16 +209,17 @@ class _ClientChildren:
         self.started = metrics.client_started.child(*self._labels)
         self.handling = metrics.client_handling.child(*self._labels)
         self._by_code: dict[grpc.StatusCode, CounterValue] = {}
-        self._ok: CounterValue | None = None
+        self.ok: CounterValue | None = None
+        """The OK series, once made (the finish hook takes it without a call)."""
 
     def handled(self, code: grpc.StatusCode) -> CounterValue:
-        if code is _OK and self._ok is not None:
-            return self._ok
+        if code is _OK and self.ok is not None:
+            return self.ok
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = self._metrics.client_handled.child(*self._labels, code.name)
             if code is _OK:
-                self._ok = found
+                self.ok = found
         return found
 
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import grpc
 
-from grpcmesh._rpc import RpcType
+from grpcmesh._rpc import RpcType, split_method
 from grpcmesh.context import IncomingCall, Propagation, bind_incoming, unbind_incoming
 from grpcmesh.middleware.behavior import (
     Behavior,
@@ -50,7 +50,6 @@ from grpcmesh.middleware.behavior import (
     is_async,
     rejecting_handler,
     rpc_type_of,
-    split_method,
     wrap_behavior,
 )
 from grpcmesh.middleware.observing import start_observers
@@ -61,7 +60,7 @@ _UNSET: Any = object()
 
 
 class ServerCall:
-    """One call as the server's concerns see it; ``code`` is set just before the finish hooks run.
+    """One call as the server's concerns see it; ``code`` and ``duration`` are set just before the finish hooks run.
 
     A plain slotted class, made once per call: the service and method names come pre-split
     (once per method), and the metadata is read from the context only if a concern asks.
@@ -72,6 +71,7 @@ class ServerCall:
         "_metadata",
         "code",
         "context",
+        "duration",
         "error",
         "full_method",
         "incoming",
@@ -97,6 +97,8 @@ class ServerCall:
         self.started = time.perf_counter()
         self.code: grpc.StatusCode | None = None
         self.error: BaseException | None = None
+        self.duration = 0.0
+        """Seconds from the call's start to its end (set with ``code``: finish hooks read one number)."""
         self.trace_id: str | None = None
         self.incoming: IncomingCall | None = None
         """The call context a mesh server bound for the handler (``None`` elsewhere): concerns keep
@@ -124,10 +126,6 @@ class ServerCall:
                 return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
         return None
 
-    @property
-    def duration(self) -> float:
-        return time.perf_counter() - self.started
-
     def peer(self) -> str:
         try:
             return str(self.context.peer())
@@ -135,13 +133,18 @@ class ServerCall:
             return "unknown"
 
     def settle(self, error: BaseException | None) -> None:
+        self.duration = time.perf_counter() - self.started
         self.error = error
         self.code = server_status(self.context, error)
 
 
 def server_status(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The status code the server sends for a handler that ended with ``error`` (or returned)."""
-    code = _context_code(context)
+    try:
+        set_code: Any = context.code()
+    except Exception:  # a context wrapper that does not implement it
+        set_code = None
+    code = set_code if isinstance(set_code, grpc.StatusCode) else None
     if error is None:
         return code or grpc.StatusCode.OK
     if isinstance(error, asyncio.CancelledError | GeneratorExit):
@@ -152,14 +155,6 @@ def server_status(context: Context, error: BaseException | None) -> grpc.StatusC
     if code is not None and code is not grpc.StatusCode.OK:
         return code  # an abort, or a handler that set a code and then raised
     return grpc.StatusCode.UNKNOWN  # what grpc.aio sends for an unexpected exception
-
-
-def _context_code(context: Context) -> grpc.StatusCode | None:
-    try:
-        code = context.code()
-    except Exception:
-        return None
-    return code if isinstance(code, grpc.StatusCode) else None
 
 
 SERVER_ERROR_CODES = frozenset(
