@@ -93,6 +93,9 @@ async def test_sampled_calls_still_make_linked_spans() -> None:
 def test_traceparent_parsing_refuses_malformed_headers() -> None:
     good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
     assert parse_traceparent(good) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", True)
+    for flags, sampled in (("00", False), ("02", False), ("11", True), ("ff", True)):  # bit 0 is "sampled"
+        assert parse_traceparent(good[:-2] + flags) == (good[3:35], good[36:52], sampled), flags
+    assert parse_traceparent("01" + good[2:] + "-future") == (good[3:35], good[36:52], True)  # a later version
     for bad in (
         None,
         "",

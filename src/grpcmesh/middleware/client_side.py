@@ -113,8 +113,9 @@ class ClientCall:
         """
         found = self._metadata
         if found is None:
-            if not _overlaps(headers, self._given) and not _overlaps(headers, self._added):
-                self._added = (*self._added, *headers) if self._added else headers
+            given, added = self._given, self._added
+            if not (given and _overlaps(headers, given)) and not (added and _overlaps(headers, added)):
+                self._added = (*added, *headers) if added else headers
                 return
             found = self.metadata
         for key, value in headers:

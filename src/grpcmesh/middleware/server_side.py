@@ -132,11 +132,6 @@ class ServerCall:
         except Exception:  # a context wrapper that does not implement peer()
             return "unknown"
 
-    def settle(self, error: BaseException | None) -> None:
-        self.duration = time.perf_counter() - self.started
-        self.error = error
-        self.code = server_status(self.context, error)
-
 
 def server_status(context: Context, error: BaseException | None) -> grpc.StatusCode:
     """The status code the server sends for a handler that ended with ``error`` (or returned)."""
@@ -318,7 +313,9 @@ class _Plan:
 
 def _finish(finishers: list[ServerFinish] | None, call: ServerCall, error: BaseException | None, token: Any) -> None:
     if finishers:  # nothing wants the end: the status is not worked out
-        call.settle(error)
+        call.duration = time.perf_counter() - call.started
+        call.error = error
+        call.code = server_status(call.context, error)
         for finish in reversed(finishers):
             try:
                 finish(call)

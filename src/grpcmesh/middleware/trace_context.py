@@ -30,6 +30,7 @@ TRACEPARENT = "traceparent"
 
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
+_VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 
@@ -41,6 +42,11 @@ def parse_traceparent(header: str | None) -> tuple[str, str, bool] | None:
     """
     if header is None:
         return None
+    if len(header) == 55 and _VERSION_00.fullmatch(header) is not None:  # the usual shape: no groups to build
+        trace_id, span_id, flags = header[3:35], header[36:52], header[53:]
+        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+            return None
+        return trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1)
     match = _TRACEPARENT.fullmatch(header)
     if match is None:
         return None

@@ -121,7 +121,7 @@ def setup_tracing(
 class MeshSampler(Sampler):
     """``ParentBased(TraceIdRatioBased(rate))`` whose root decision the mesh can make *before* a span exists.
 
-    The mesh draws a new trace's decision itself (:meth:`decide_root`); only when it says
+    The mesh draws a new trace's decision itself (``random() < rate``); only when it says
     "sample" does it start a span, and then this sampler confirms it. Spans started by anyone
     else get the plain parent-based ratio decision.
     """
@@ -129,9 +129,6 @@ class MeshSampler(Sampler):
     def __init__(self, rate: float) -> None:
         self.rate = rate
         self._delegate = ParentBased(TraceIdRatioBased(rate))
-
-    def decide_root(self) -> bool:
-        return random.random() < self.rate
 
     def should_sample(
         self,
@@ -185,10 +182,6 @@ class Tracing:
         # provider); with any other provider or sampler, the SDK's start_span does.
         self._spans = MeshSpans.of(tracer_provider, _INSTRUMENTATION) if self._sampler is not None else None
 
-    def _decide_root(self) -> bool | None:
-        """A new trace's decision, or ``None`` when the provider's own sampler must decide (with a span)."""
-        return None if self._sampler is None else self._sampler.decide_root()
-
     def _start(self, name: str, kind: SpanKind, parent: otel_context.Context | None, forced: bool, **kw: Any) -> Any:
         if not forced:
             return self._tracer.start_span(name, context=parent, kind=kind, **kw)
@@ -204,7 +197,9 @@ class Tracing:
     def observe_server(self, call: ServerCall) -> ServerFinish | None:
         header = call.header(TRACEPARENT)
         parsed = parse_traceparent(header)
-        decision = parsed[2] if parsed is not None else self._decide_root()
+        # A new trace's decision (None: the provider's own sampler decides, with a span).
+        sampler = self._sampler
+        decision = parsed[2] if parsed is not None else None if sampler is None else random.random() < sampler.rate
         if decision is False:  # not sampled: no span; carry the context on for the handler's calls
             forwarded = header if parsed is not None and header is not None else unsampled_traceparent()
             call.trace_id = forwarded[3:35]
@@ -272,7 +267,8 @@ class Tracing:
             if header is not None:
                 decision = False
             else:
-                decision = self._decide_root()
+                sampler = self._sampler  # as on the server: drawn here, or None for the provider's sampler
+                decision = None if sampler is None else random.random() < sampler.rate
                 forced = decision is True
                 header = unsampled_traceparent() if decision is False else None
         if header is not None:  # not sampled: pass the trace on, make no span
