@@ -236,6 +236,8 @@ def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
         min_queue_delay=config.min_queue_delay,
         max_queue_delay=config.max_queue_delay,
         interval=config.interval,
+        interval_factor=config.interval_factor,
+        min_interval=config.min_interval,
         max_lag=config.max_lag,
         cooldown=config.cooldown,
         minimum_in_flight=config.minimum_in_flight,

@@ -14,6 +14,8 @@ service:
   load_shedding:
     enabled: true
     max_lag: 80ms
+    interval_factor: 1.5
+    min_interval: 20ms
 client:
   balancing: p2c
   timeout: 2s
@@ -54,6 +56,10 @@ def test_dependency_keys_override_the_client_defaults(tmp_path: Path) -> None:
     assert config.service is not None
     assert config.service.load_shedding.enabled
     assert config.service.load_shedding.max_lag == 0.08
+    from grpcmesh.mesh import _shedding_policy
+
+    policy = _shedding_policy(config.service.load_shedding)
+    assert (policy.enabled, policy.max_lag, policy.interval_factor, policy.min_interval) == (True, 0.08, 1.5, 0.02)
 
 
 @pytest.mark.parametrize(

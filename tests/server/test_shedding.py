@@ -322,6 +322,32 @@ def test_with_long_handlers_a_call_below_the_relative_target_is_not_late() -> No
     assert not load.admit(queued=0.07)  # late for longer than the interval: refused
 
 
+def test_the_persistence_window_follows_the_service_time_up_to_the_interval() -> None:
+    load, clock = shedder(queue_delay_factor=0.3, interval=0.1, interval_factor=2.0, min_interval=0.01)
+    assert load.persistence_window() == 0.1  # no call has finished yet: the fixed interval
+    assert load.admit()
+    load.finished(0.02)  # 20 ms handlers: target 6 ms, window 40 ms
+    assert load.persistence_window() == pytest.approx(0.04)
+    assert load.admit(queued=0.03)  # late, but the queue may still be a burst
+    clock.now += 0.045
+    assert not load.admit(queued=0.02)  # late for longer than two handler times: refused
+    assert not load.admit(queued=0.045)  # and one that alone waited that long is refused at once
+    short, _ = shedder(queue_delay_factor=0.3, interval=0.1, min_interval=0.01)
+    assert short.admit()
+    short.finished(0.001)  # 1 ms handlers: the floor, not 2 ms
+    assert short.persistence_window() == 0.01
+    for fixed_policy in ({"interval_factor": 0.0}, {"queue_delay_factor": 0.0, "max_queue_delay": 0.006}):
+        fixed, _ = shedder(interval=0.1, **fixed_policy)
+        assert fixed.admit()
+        fixed.finished(0.02)
+        assert fixed.persistence_window() == 0.1, fixed_policy
+        assert fixed.admit(queued=0.045), fixed_policy  # late, but below the fixed interval
+    with pytest.raises(ConfigError, match="interval_factor"):
+        SheddingPolicy(interval_factor=-1)
+    with pytest.raises(ConfigError, match="min_interval"):
+        SheddingPolicy(min_interval=0)
+
+
 async def test_a_waiter_whose_budget_ran_out_while_the_loop_was_busy_is_not_handed_the_slot() -> None:
     load = LoadShedder(
         SheddingPolicy(enabled=True, minimum_in_flight=1, queue_delay_factor=0, max_queue_delay=0.05, probe_interval=60)

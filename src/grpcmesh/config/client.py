@@ -159,6 +159,11 @@ class SheddingConfig(_Section):
     max_queue_delay: Duration = 0.01
     """Queueing target until a handler time is known, or always with ``queue_delay_factor: 0``."""
     interval: Duration = 0.05
+    """How long waits must stay above the target before calls are refused (at most; see ``interval_factor``)."""
+    interval_factor: Annotated[Number, pydantic.Field(ge=0.0, le=100.0)] = 2.0
+    """Persistence window as a multiple of the shortest recent handler time, within ``min_interval``..``interval``
+    (0: always ``interval``)."""
+    min_interval: Duration = 0.01
     max_lag: Duration = 0.05
     cooldown: Duration = 1.0
     minimum_in_flight: Annotated[Whole, pydantic.Field(ge=1)] = 2

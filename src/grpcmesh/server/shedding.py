@@ -8,9 +8,16 @@ starts tells how much of it was spent waiting. The target for it is relative to 
 own service time: ``queue_delay_factor`` (0.3) times the shortest time an admitted call took in
 the last ``window``, at least ``min_queue_delay`` (``max_queue_delay`` until a call has
 finished, or always with a factor of 0). As CoDel does for packets, once that delay stays above
-the target for ``interval`` (or one call alone waited ``interval``), the server is shedding:
-until ``cooldown`` after the last refusal, a call that already waited longer than the target
-is refused at once — serving it late helps nobody.
+the target for the persistence window (or one call alone waited that long), the server is
+shedding: until ``cooldown`` after the last refusal, a call that already waited longer than the
+target is refused at once — serving it late helps nobody. The window is relative too:
+``interval_factor`` (2) times the same shortest service time, within ``min_interval`` (10 ms) and
+``interval`` (50 ms; the fixed value whenever the target is fixed). At the start of an overload,
+grpc hands the loop one call per handler burst, oldest first, each later than the last, and each
+finds the slot the previous call freed: until the queue counts as persistent those late calls
+are admitted, and with 17 ms handlers a fixed 50 ms window let them reach 45 ms of queueing
+(the benchmark's whole p99 tail); two service times stop them at about 35 ms, while a burst the
+slots drain within two of their own calls is still served.
 
 Prompt calls are then admitted up to how many calls the server has shown it can hold at
 once, estimated as Kratos' BBR limiter does from the last ``window``: ``max completions per
@@ -75,7 +82,15 @@ class SheddingPolicy:
     """The queueing target (seconds) while no admitted call has finished in the ``window`` yet,
     and always when ``queue_delay_factor`` is 0."""
     interval: float = 0.05
-    """How long the queueing delay must stay above its target before calls are refused."""
+    """How long the queueing delay must stay above its target before calls are refused: at most
+    this (seconds); with ``interval_factor``, ``interval_factor`` times the shortest time an
+    admitted call took in the last ``window``, at least ``min_interval``."""
+    interval_factor: float = 2.0
+    """The persistence window relative to the handler's own service time: a queue that outlasts
+    two of the fastest calls is not a burst the slots absorb. 0: always the fixed ``interval``
+    (also while no admitted call has finished, and with ``queue_delay_factor`` 0)."""
+    min_interval: float = 0.01
+    """Floor of the relative persistence window (below it, a pause of the loop would start shedding)."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
     cooldown: float = 1.0
@@ -88,6 +103,7 @@ class SheddingPolicy:
             "min_queue_delay",
             "max_queue_delay",
             "interval",
+            "min_interval",
             "max_lag",
             "cooldown",
             "window",
@@ -96,6 +112,8 @@ class SheddingPolicy:
             value = getattr(self, key)
             if not value > 0:
                 raise ConfigError(f"shedding.{key}: {value!r} must be > 0 seconds")
+        if not 0 <= self.interval_factor <= 100:
+            raise ConfigError(f"shedding.interval_factor: {self.interval_factor!r} must be within 0..100")
         if not 0 <= self.queue_delay_factor <= 10:
             raise ConfigError(f"shedding.queue_delay_factor: {self.queue_delay_factor!r} must be within 0..10")
         if self.minimum_in_flight < 1:
@@ -179,13 +197,24 @@ class LoadShedder:
 
     def queue_target(self) -> float:
         """The queueing delay a call may have had before its handler starts (see ``SheddingPolicy``)."""
+        return self._bounds()[0]
+
+    def persistence_window(self) -> float:
+        """How long calls must arrive late before the server sheds (see ``SheddingPolicy.interval``)."""
+        return self._bounds()[1]
+
+    def _bounds(self) -> tuple[float, float]:
+        """(queueing target, persistence window), from one look at the shortest recent service time."""
         policy = self.policy
         if policy.queue_delay_factor:
             self._slot()
             service = min(self._min_latency)
             if not math.isinf(service):
-                return max(policy.min_queue_delay, policy.queue_delay_factor * service)
-        return policy.max_queue_delay
+                target = max(policy.min_queue_delay, policy.queue_delay_factor * service)
+                if not policy.interval_factor:
+                    return target, policy.interval
+                return target, min(policy.interval, max(policy.min_interval, policy.interval_factor * service))
+        return policy.max_queue_delay, policy.interval
 
     # -- per call ------------------------------------------------------------------------
 
@@ -196,7 +225,7 @@ class LoadShedder:
         """
         if not self.policy.enabled:
             return True
-        verdict = self._decide(queued, self.queue_target(), may_wait=False)
+        verdict = self._decide(queued, *self._bounds(), may_wait=False)
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
@@ -211,13 +240,13 @@ class LoadShedder:
         slot goes to the newest waiter (see :meth:`_release`)."""
         if not self.policy.enabled:
             return True
-        target = self.queue_target()
-        verdict = self._decide(queued, target, may_wait=True)
+        target, window = self._bounds()
+        verdict = self._decide(queued, target, window, may_wait=True)
         if verdict is _ADMIT:
             self.in_flight += 1
             return True
         waited = queued or 0.0
-        budget = (self.policy.interval if waited > target else target) - waited
+        budget = (window if waited > target else target) - waited
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
             waiter: asyncio.Future[bool] = loop.create_future()
@@ -238,12 +267,13 @@ class LoadShedder:
                 timer.cancel()
         return self._refuse(self._clock())
 
-    def _decide(self, queued: float | None, target: float, may_wait: bool) -> int:
+    def _decide(self, queued: float | None, target: float, window: float, may_wait: bool) -> int:
         """``may_wait``: the call can wait for a slot (:meth:`enter`), so a late one finding every
         slot taken waits, even before the queue persists, instead of adding to the CPU's load."""
         now = self._clock()
         late = queued is not None and queued > target
-        queueing = self._queue_persists(late, now, queued or 0.0) or now - self._last_shed < self.policy.cooldown
+        persists = self._queue_persists(late, now, queued or 0.0, window)
+        queueing = persists or now - self._last_shed < self.policy.cooldown
         if late and queueing:
             return _LATE  # it already waited: serving it late helps nobody
         overloaded = queueing or self.lag > self.policy.max_lag or (late and may_wait)
@@ -251,18 +281,18 @@ class LoadShedder:
             return _FULL
         return _ADMIT
 
-    def _queue_persists(self, late: bool, now: float, queued: float) -> bool:
-        """CoDel's test: calls have been arriving late for at least ``interval`` (a call that
+    def _queue_persists(self, late: bool, now: float, queued: float, window: float) -> bool:
+        """CoDel's test: calls have been arriving late for at least ``window`` (a call that
         itself waited that long proves it)."""
         if not late:
             self._above_since = None
             return False
-        if queued >= self.policy.interval:
+        if queued >= window:
             return True
         if self._above_since is None:
             self._above_since = now
             return False
-        return now - self._above_since >= self.policy.interval
+        return now - self._above_since >= window
 
     def _refuse(self, now: float) -> bool:
         self._last_shed = now
