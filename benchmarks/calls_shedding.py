@@ -9,7 +9,9 @@ then a 5 ms await (I/O) — one with adaptive load shedding, one without. Measur
    a third server, with grpc.aio's own ``maximum_concurrent_rpcs`` cap (``--cap``) and no
    shedding, shows what that cheaper-looking refusal does;
 3. overload: calls started open-loop at 3*C per second (1 s deadline each) for a few seconds,
-   on each server in turn, interleaved over ``--rounds``.
+   on each server in turn, interleaved over ``--rounds``; the shedding server twice, the second
+   time from a mesh channel with its default client-side throttling (the others have none, so
+   that the server's own behaviour shows).
 
 Figures: goodput = successful calls/s / C (goal >= 0.9 with shedding) and p99 latency of
 admitted (successful) calls / unloaded p99 (goal <= 2x with shedding); beside them, the
@@ -154,22 +156,26 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             servers[name] = await start_server(started, url, label, label + "-0", *WORK, "--stats", *extra)
         registry = open_registry(url)
         stack.push_async_callback(registry.close)
-        # The client must not hide the server's behaviour: no throttling, no ejection.
-        settings = CallSettings(
-            throttle=ThrottlePolicy(enabled=False),
-            outlier=OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None),
-        )
+        # The client must not hide the server's behaviour: no throttling, no ejection. One more
+        # client of the shedding server keeps the mesh's default client-side throttling, to show
+        # what a mesh caller gets (it is not one of the figures with a goal).
+        no_ejection = OutlierPolicy(consecutive_failures=10**6, success_rate=None, latency_factor=None)
+        settings = CallSettings(throttle=ThrottlePolicy(enabled=False), outlier=no_ejection)
+        clients = {name: (name, settings) for name in flags}
+        clients["throttled"] = ("shedding", CallSettings(outlier=no_ejection))
         stubs = {}
-        for name in flags:
-            channel = MeshChannel(registry, name.replace(" ", "-"), settings=settings)
+        server_of = {}
+        for name, (target, client_settings) in clients.items():
+            channel = MeshChannel(registry, target.replace(" ", "-"), settings=client_settings)
             stack.push_async_callback(channel.close)
             await asyncio.wait_for(channel.channel_ready(), 30)
             stubs[name] = echo_pb2_grpc.EchoStub(channel)
+            server_of[name] = servers[target]
 
         async def server_stats(name: str) -> dict[str, Any]:
             """What the server's handlers saw since the last ask (see _semantics_server.py --stats)."""
-            await servers[name].send({"stats": True})
-            stats: dict[str, Any] = (await servers[name].read())["stats"]
+            await server_of[name].send({"stats": True})
+            stats: dict[str, Any] = (await server_of[name].read())["stats"]
             return stats
 
         unloaded = {name: await closed_loop(stub, 1, min(2.0, seconds)) for name, stub in stubs.items()}
@@ -182,11 +188,11 @@ async def main(args: argparse.Namespace, report: Report) -> None:
         capacity = len(saturated) / min(3.0, seconds)
         rate = 3 * capacity
         capacities = [capacity]
-        overload = {name: Load() for name in flags}
-        cpu = {name: [0.0, 0.0, 0.0] for name in flags}
-        walls = dict.fromkeys(flags, 0.0)
-        waited: dict[str, list[float]] = {name: [] for name in flags}
-        served: dict[str, list[float]] = {name: [] for name in flags}
+        overload = {name: Load() for name in stubs}
+        cpu = {name: [0.0, 0.0, 0.0] for name in stubs}
+        walls = dict.fromkeys(stubs, 0.0)
+        waited: dict[str, list[float]] = {name: [] for name in stubs}
+        served: dict[str, list[float]] = {name: [] for name in stubs}
         for _ in range(rounds):
             # Capacity again before every round: goodput is divided by the mean of what the machine
             # gave during the run, not by one 3 s reading (it moved by several % between readings).
@@ -194,12 +200,12 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             await asyncio.sleep(1.5)
             for name, stub in stubs.items():
                 await server_stats(name)  # start afresh
-                before = cpu_sample(servers[name].pid)
+                before = cpu_sample(server_of[name].pid)
                 window = time.monotonic()
                 overload[name].add(await open_loop(stub, rate, seconds))
                 walls[name] += time.monotonic() - window
                 cpu[name] = [
-                    c + x - y for c, x, y in zip(cpu[name], cpu_sample(servers[name].pid), before, strict=True)
+                    c + x - y for c, x, y in zip(cpu[name], cpu_sample(server_of[name].pid), before, strict=True)
                 ]
                 stats = await server_stats(name)
                 waited[name] += stats["waited"]
@@ -229,7 +235,12 @@ async def main(args: argparse.Namespace, report: Report) -> None:
     rows = []
     breakdown = []
     figures = {}
-    labels = {"plain": "no shedding", "shedding": "shedding", "grpc cap": f"grpc maximum_concurrent_rpcs={args.cap}"}
+    labels = {
+        "plain": "no shedding",
+        "shedding": "shedding",
+        "grpc cap": f"grpc maximum_concurrent_rpcs={args.cap}",
+        "throttled": "shedding, client throttling on (the mesh default)",
+    }
     base_p99 = percentile([x for lat in unloaded.values() for x in lat], 99)  # same work: one baseline
     for name, load in overload.items():
         goodput = len(load.latencies) / (seconds * rounds) / measured
@@ -317,6 +328,17 @@ async def main(args: argparse.Namespace, report: Report) -> None:
             "<= 2x",
             f"{ratio:.1f}x vs {figures['plain'][1]:.1f}x",
             ratio <= 2.0,
+            cmd,
+        )
+    )
+    throttled_goodput, throttled_ratio = figures["throttled"]
+    report.add(
+        Row(
+            "server at 3x capacity, shedding, mesh clients with their default throttling: goodput, admitted p99",
+            "(reported beside the figures above)",
+            f"goodput {throttled_goodput:.2f}, p99 {throttled_ratio:.1f}x unloaded; "
+            f"{overload['throttled'].codes.get('UNAVAILABLE', 0)} calls refused by the client itself",
+            None,
             cmd,
         )
     )
