@@ -213,8 +213,7 @@ class _ClientChildren:
         """The OK series, once made (the finish hook takes it without a call)."""
 
     def handled(self, code: grpc.StatusCode) -> CounterValue:
-        if code is _OK and self.ok is not None:
-            return self.ok
+        """The ``grpc_client_handled_total`` series for ``code`` (the finish hook takes ``ok`` itself once made)."""
         found = self._by_code.get(code)
         if found is None:
             found = self._by_code[code] = self._metrics.client_handled.child(*self._labels, code.name)

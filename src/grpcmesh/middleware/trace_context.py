@@ -44,15 +44,13 @@ def parse_traceparent(header: str | None) -> tuple[str, str, bool] | None:
         return None
     if len(header) == 55 and _VERSION_00.fullmatch(header) is not None:  # the usual shape: no groups to build
         trace_id, span_id, flags = header[3:35], header[36:52], header[53:]
-        if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
+    else:
+        match = _TRACEPARENT.fullmatch(header)
+        if match is None:
             return None
-        return trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1)
-    match = _TRACEPARENT.fullmatch(header)
-    if match is None:
-        return None
-    version, trace_id, span_id, flags, rest = match.groups()
-    if version == "ff" or (version == "00" and rest is not None):
-        return None
+        version, trace_id, span_id, flags, rest = match.groups()
+        if version == "ff" or (version == "00" and rest is not None):
+            return None
     if trace_id == _ZERO_TRACE or span_id == _ZERO_SPAN:
         return None
     return trace_id, span_id, flags in _SAMPLED_FLAGS or bool(int(flags, 16) & 1)
