@@ -35,7 +35,13 @@ A server whose methods differ widely in duration gets its target from the fastes
 fixed ``max_queue_delay`` (``queue_delay_factor=0``) above the longest time one handler holds
 the loop.
 
-Limitation: handlers that never ``await`` run one at a time, so their in-flight count stays
+Limitation: random arrivals below capacity are not told apart from an overload. At 0.8x
+capacity with calls arriving at random instants the server is busy for several service times in
+a row, calls wait past the target for longer than the window, and the ``cooldown`` keeps the
+refusals going: the benchmark refused over a third of such calls (none when the same rate is
+evenly paced). That is why shedding is off by default (see BENCHMARKS.md).
+
+Also: handlers that never ``await`` run one at a time, so their in-flight count stays
 near zero; the queueing delay still sees them. Sync handlers (run on a thread pool) are not
 admission-controlled. grpc.aio's own ``maximum_concurrent_rpcs`` is no substitute: calls
 still wait in grpc's core before it counts them (admitted calls waited about 0.5 s at 3x load
