@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from grpcmesh.middleware import setup_tracing, tracing_client_interceptors, tracing_server_interceptor
-from grpcmesh.middleware.trace_context import current_trace_id, parse_traceparent
+from grpcmesh.middleware.trace_context import current_trace_id, match_unsampled, parse_traceparent
 from grpcmesh.protos import echo_pb2
 from grpcmesh.testing import EchoServicer
 from tests.middleware.echo_calls import echo_server, echo_stub
@@ -108,6 +108,34 @@ def test_traceparent_parsing_refuses_malformed_headers() -> None:
         good + "-extra",
     ):
         assert parse_traceparent(bad) is None, bad
+
+
+def test_the_unsampled_shortcut_agrees_with_the_parser() -> None:
+    """The server's shortcut for the usual header takes exactly the valid version-00, flags-00 ones."""
+    good = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    headers = [
+        good,
+        good[:-2] + "01",
+        good[:-2] + "02",
+        "01" + good[2:],
+        good.upper(),
+        good[:-1],
+        good + "0",
+        good + "-extra",
+        "00-00000000000000000000000000000000-b7ad6b7169203331-00",
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-00",
+        "00-0af7651916cd43dd8448eb211c8031zz-b7ad6b7169203331-00",
+        "00-0af7651916cd43dd8448eb211c80319c_b7ad6b7169203331-00",
+        "00-0af7651916cd43dd8448eb211c80319\u00e9-b7ad6b7169203331-00",
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b716920333-100",
+        " " + good[1:],
+        "",
+    ]
+    for header in headers:
+        parsed = parse_traceparent(header)
+        expected = parsed is not None and parsed[2] is False and header[:3] == "00-" and header[53:] == "00"
+        assert (match_unsampled(header) is not None) is expected, header
+    assert match_unsampled(good) is not None
 
 
 async def test_grpc_status_of_unsampled_failures_is_unchanged() -> None:

@@ -21,6 +21,7 @@ __all__ = [
     "carried",
     "carried_traceparent",
     "current_trace_id",
+    "match_unsampled",
     "parse_traceparent",
     "trace_id_of",
     "unsampled_traceparent",
@@ -31,6 +32,9 @@ TRACEPARENT = "traceparent"
 
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?", re.DOTALL)
 _VERSION_00 = re.compile(r"00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+match_unsampled = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-00").fullmatch
+"""A match for exactly a valid version-00 ``traceparent`` of a trace that is not sampled (flags ``00``),
+else ``None``: the usual header, which a server carries on as it came without taking it apart."""
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 

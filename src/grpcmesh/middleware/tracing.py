@@ -54,6 +54,7 @@ from grpcmesh.middleware.trace_context import (
     carried,
     carried_traceparent,
     current_trace_id,
+    match_unsampled,
     parse_traceparent,
     trace_id_of,
     unsampled_traceparent,
@@ -196,19 +197,29 @@ class Tracing:
 
     def observe_server(self, call: ServerCall) -> ServerFinish | None:
         header = call.header(TRACEPARENT)
-        parsed = parse_traceparent(header)
-        # A new trace's decision (None: the provider's own sampler decides, with a span).
-        sampler = self._sampler
-        decision = parsed[2] if parsed is not None else None if sampler is None else random.random() < sampler.rate
-        if decision is False:  # not sampled: no span; carry the context on for the handler's calls
+        if header is not None and match_unsampled(header) is not None:
+            forwarded = header  # the usual call: a caller's unsampled trace, carried on as it came
+        else:
+            parsed = parse_traceparent(header)
+            # A new trace's decision (None: the provider's own sampler decides, with a span).
+            sampler = self._sampler
+            decision = parsed[2] if parsed is not None else None if sampler is None else random.random() < sampler.rate
+            if decision is not False:
+                return self._sampled_server(call, parsed, decision)
             forwarded = header if parsed is not None and header is not None else unsampled_traceparent()
-            call.trace_id = forwarded[3:35]
-            incoming = call.incoming
-            if incoming is not None:  # a mesh server: the call context it bound carries it
-                incoming.traceparent = forwarded
-                return None
-            carried_token = carried.set(forwarded)
-            return lambda _call: carried.reset(carried_token)
+        # Not sampled: no span; carry the context on for the handler's calls.
+        call.trace_id = forwarded[3:35]
+        incoming = call.incoming
+        if incoming is not None:  # a mesh server: the call context it bound carries it
+            incoming.traceparent = forwarded
+            return None
+        carried_token = carried.set(forwarded)
+        return lambda _call: carried.reset(carried_token)
+
+    def _sampled_server(
+        self, call: ServerCall, parsed: tuple[str, str, bool] | None, decision: bool | None
+    ) -> ServerFinish:
+        """The SERVER span of a sampled call (``decision`` None: the provider's sampler decides)."""
         parent = remote_parent(*parsed, call.header(TRACESTATE)) if parsed is not None else None
         attributes: dict[str, Any] = {
             "rpc.system": "grpc",
