@@ -132,11 +132,15 @@ async def open_loop(stub: echo_pb2_grpc.EchoAsyncStub, rate: float, seconds: flo
 
     tasks: list[asyncio.Task[None]] = []
     draw = random.Random(1) if poisson else None  # seeded: every run offers the same instants
-    next_at = start + (draw.expovariate(rate) if draw else 1 / rate)
+
+    def gap() -> float:
+        return draw.expovariate(rate) if draw else 1 / rate
+
+    next_at = start + gap()
     while (now := time.monotonic()) < end:
         while next_at <= now:
             tasks.append(asyncio.get_running_loop().create_task(one()))
-            next_at += draw.expovariate(rate) if draw else 1 / rate
+            next_at += gap()
         await asyncio.sleep(0.005)
     await asyncio.gather(*tasks)
     return load
