@@ -239,6 +239,8 @@ def _shedding_policy(config: SheddingConfig) -> SheddingPolicy:
         interval_factor=config.interval_factor,
         min_interval=config.min_interval,
         max_lag=config.max_lag,
+        arrival_factor=config.arrival_factor,
+        sustained_interval=config.sustained_interval,
         cooldown=config.cooldown,
         minimum_in_flight=config.minimum_in_flight,
         window=config.window,

@@ -16,6 +16,8 @@ service:
     max_lag: 80ms
     interval_factor: 1.5
     min_interval: 20ms
+    arrival_factor: 0
+    sustained_interval: 150ms
 client:
   balancing: p2c
   timeout: 2s
@@ -60,6 +62,7 @@ def test_dependency_keys_override_the_client_defaults(tmp_path: Path) -> None:
 
     policy = _shedding_policy(config.service.load_shedding)
     assert (policy.enabled, policy.max_lag, policy.interval_factor, policy.min_interval) == (True, 0.08, 1.5, 0.02)
+    assert (policy.arrival_factor, policy.sustained_interval) == (0.0, 0.15)
 
 
 @pytest.mark.parametrize(

@@ -116,7 +116,10 @@ async def test_the_lag_probe_sees_a_blocked_loop() -> None:
         await load.stop()
 
 
-@pytest.mark.parametrize("bad", [{"max_lag": 0}, {"minimum_in_flight": 0}, {"window": -1}])
+@pytest.mark.parametrize(
+    "bad",
+    [{"max_lag": 0}, {"minimum_in_flight": 0}, {"window": -1}, {"arrival_factor": -1}, {"sustained_interval": 0}],
+)
 def test_bad_policies_are_config_errors(bad: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         SheddingPolicy(**bad)  # type: ignore[arg-type]
@@ -424,6 +427,91 @@ async def test_a_late_call_before_the_queue_persists_waits_for_a_slot_instead_of
     load.finished(0.01)
     assert await asyncio.wait_for(late, 30)  # served late rather than refused: the queue may be a burst
     assert (load.in_flight, load.shed) == (1, 0)
+
+
+def serving(load: LoadShedder, calls: int) -> None:
+    """``calls`` prompt calls admitted and finished at once: the server has shown it completes
+    ``calls`` per bucket (a tenth of the ``window``)."""
+    for _ in range(calls):
+        assert load.admit(queued=0.0)
+        load.finished(0.01)
+
+
+FIXED = {"queue_delay_factor": 0, "max_queue_delay": 0.02, "interval": 0.1, "minimum_in_flight": 10}
+"""A fixed 20 ms queueing target and 100 ms persistence window; with ``window`` 2 s, buckets of 0.2 s."""
+
+
+def test_a_random_burst_below_capacity_is_served_late_not_refused() -> None:
+    load, clock = shedder(**FIXED, sustained_interval=0.3)
+    serving(load, 10)  # 50 calls/s: twice that would be 20 calls in two windows (0.2 s)
+    clock.now += 0.25
+    for _ in range(5):  # late for 0.2 s, twice the window, but only 5 calls came meanwhile
+        assert load.admit(queued=0.05)
+        clock.now += 0.05
+    assert load.shed == 0
+    assert not load.admit(queued=0.3)  # one call waited the sustained interval: that is an overload
+    assert not load.admit(queued=0.05)  # and the episode refuses late calls
+    assert load.shed == 2
+
+
+def test_calls_arriving_at_twice_the_capacity_shed_once_the_queue_persists() -> None:
+    load, clock = shedder(**FIXED, sustained_interval=10.0)
+    serving(load, 10)
+    clock.now += 0.25
+    admitted = []
+    for _ in range(30):  # 200 calls/s, all of them late
+        admitted.append(load.admit(queued=0.05))
+        clock.now += 0.005
+    assert all(admitted[:20])  # until the queue has persisted for the window (0.1 s)
+    assert not any(admitted[21:])  # then, with 20 calls in 0.2 s, every late call is refused
+    for _ in range(sum(admitted)):
+        load.finished(0.01)
+    assert load.admit(queued=0.001)  # prompt calls are still served
+
+
+def test_with_arrival_factor_0_every_persistent_queue_sheds() -> None:
+    load, clock = shedder(**FIXED, sustained_interval=10.0, arrival_factor=0)
+    serving(load, 10)
+    clock.now += 0.25
+    assert load.admit(queued=0.05)
+    clock.now += 0.11
+    assert not load.admit(queued=0.05)  # late for longer than the window, two calls only: refused
+
+
+def test_an_episode_ends_once_the_server_is_seen_idle() -> None:
+    load, clock = shedder(**FIXED, arrival_factor=0, cooldown=60.0)
+    assert not load.admit(queued=0.2)  # waited longer than the window: an episode starts
+    assert load.admit(queued=0.001)
+    clock.now += 0.05
+    assert not load.admit(queued=0.05)  # a call in flight: still shedding
+    load.finished(0.05)  # nothing in flight now...
+    clock.now += 0.05
+    assert not load.admit(queued=0.05)  # ...but for less than the window: refusing was work
+    clock.now += 0.11
+    assert load.admit(queued=0.001)  # idle for longer than the window: no standing queue
+    assert load.admit(queued=0.05)  # so a late call only starts a new episode's clock
+    assert load.shed == 3
+
+
+async def test_a_late_call_that_waited_out_its_budget_below_capacity_is_served() -> None:
+    def slotted(**policy: float) -> LoadShedder:
+        load = LoadShedder(
+            SheddingPolicy(
+                enabled=True, minimum_in_flight=1, queue_delay_factor=0, max_queue_delay=0.01, interval=0.05, **policy
+            )
+        )
+        serving(load, 10)  # 50 calls/s, handlers of 10 ms: one slot
+        return load
+
+    calm, eager = slotted(), slotted(arrival_factor=0)
+    await asyncio.sleep(0.15)  # the calls that showed the capacity are older than two windows
+    for load in (calm, eager):
+        assert await load.enter(0.0)  # holds the one slot
+    # Late, every slot taken: each waits out what is left of the window (30 ms); then only
+    # the server that counts every persistent queue as an overload refuses it.
+    assert await asyncio.wait_for(calm.enter(0.02), 30)
+    assert not await asyncio.wait_for(eager.enter(0.02), 30)
+    assert (calm.in_flight, calm.shed, eager.in_flight, eager.shed) == (2, 0, 1, 1)
 
 
 @pytest.mark.parametrize("timeout", [0.005, 0.25, 0.999, 1.0, 1.0004, 2.5, 9.999, 10.0, 12.345, 99.99, 250.0, 999.9])

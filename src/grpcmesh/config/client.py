@@ -165,6 +165,12 @@ class SheddingConfig(_Section):
     (0: always ``interval``)."""
     min_interval: Duration = 0.01
     max_lag: Duration = 0.05
+    arrival_factor: Annotated[Number, pydantic.Field(ge=0.0, le=100.0)] = 2.0
+    """A persistent queue sheds at once only while calls arrive this many times as fast as the server
+    completes them (0: every persistent queue sheds, the fastest onset)."""
+    sustained_interval: Duration = 0.2
+    """A call that waited this long sheds whatever the arrival rate (a milder overload)."""
     cooldown: Duration = 1.0
+    """Longest an episode outlives its last refusal when the server is never seen idle."""
     minimum_in_flight: Annotated[Whole, pydantic.Field(ge=1)] = 2
     window: Duration = 2.0

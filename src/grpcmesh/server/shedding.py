@@ -7,26 +7,40 @@ they gave a call (``x-mesh-timeout-ms``); the server's ``time_remaining()`` when
 starts tells how much of it was spent waiting. The target for it is relative to the handler's
 own service time: ``queue_delay_factor`` (0.3) times the shortest time an admitted call took in
 the last ``window``, at least ``min_queue_delay`` (``max_queue_delay`` until a call has
-finished, or always with a factor of 0). As CoDel does for packets, once that delay stays above
-the target for the persistence window (or one call alone waited that long), the server is
-shedding: until ``cooldown`` after the last refusal, a call that already waited longer than the
-target is refused at once — serving it late helps nobody. The window is relative too:
-``interval_factor`` (2) times the same shortest service time, within ``min_interval`` (10 ms) and
-``interval`` (50 ms; the fixed value whenever the target is fixed). At the start of an overload,
-grpc hands the loop one call per handler burst, oldest first, each later than the last, and each
-finds the slot the previous call freed: until the queue counts as persistent those late calls
-are admitted, and with 17 ms handlers a fixed 50 ms window let them reach 45 ms of queueing
-(the benchmark's whole p99 tail); two service times stop them at about 35 ms, while a burst the
-slots drain within two of their own calls is still served.
+finished, or always with a factor of 0). As CoDel does for packets, the server starts an
+*episode* of shedding once that delay stays above the target for the persistence window (or
+one call alone waited that long) and the queue is an overload, not a random burst: calls came
+in at least ``arrival_factor`` (2) times as fast as the server completed them at its best in
+the last ``window`` (counted over two persistence windows), or one call waited
+``sustained_interval`` (0.2 s). A random burst below capacity looks just like the start of an
+overload for many service times (at 0.8x load busy periods are long-tailed), which is why the
+persistence test alone refused a third of such calls. In an episode a call that already waited
+longer than the target is refused at once — serving it late helps nobody. The episode ends when
+the server is seen idle (nothing in flight for the persistence window: no standing queue), or
+``cooldown`` after its last refusal for a server that never looks idle (long-lived streams keep
+calls in flight). The window is relative too: ``interval_factor`` (2) times the same shortest
+service time, within ``min_interval`` (10 ms) and ``interval`` (50 ms; the fixed value whenever
+the target is fixed).
 
-Prompt calls are then admitted up to how many calls the server has shown it can hold at
+The onset of an overload costs the default policy its p99: grpc hands the loop one call per
+handler burst, oldest first, so until an episode starts the server sees calls only as fast as
+it serves them, and the arrival rate shows only once shedding makes the loop fast; before
+that, a call must have waited ``sustained_interval``. The late calls served in that time (about
+0.2 s) were the benchmark's p99 tail at 3x capacity (10.6x the unloaded p99, against 1.6x with
+``arrival_factor=0``, which starts an episode on every persistent queue — and then refused a
+quarter of the calls at 0.8x with random arrivals). Telling a burst from an overload takes
+evidence from a dozen or so calls, and at one call per handler burst nothing quicker is to be had.
+
+In an episode, prompt calls are admitted up to how many calls the server has shown it can hold at
 once, estimated as Kratos' BBR limiter does from the last ``window``: ``max completions per
 second * min latency`` (Little's law), at least ``minimum_in_flight``. A prompt call that
 finds every slot taken waits for one, but only for what is left of its target: the loop
 always has the next call ready (no idle CPU between calls), and no admitted call has queued
 longer than that in all. The same limit applies while the event loop lags more than
 ``max_lag`` (a probe task samples how late a timer fires), for handlers that pile up in Python.
-A server whose calls do not queue and whose loop does not lag never sheds.
+A server whose calls do not queue and whose loop does not lag never sheds. A late call that
+finds every slot taken before an episode waits for one (up to the persistence window in all)
+instead of adding to the load, and is then served late unless its wait proved an overload.
 
 Part of a call's wait is invisible to the server: while the loop is busy, the deadline grpc
 derives from ``grpc-timeout`` starts about 10 ms after the client sent the call (measured with
@@ -34,12 +48,6 @@ grpcio 1.85, see BENCHMARKS.md), so the target bounds what the server can see, n
 A server whose methods differ widely in duration gets its target from the fastest; give it a
 fixed ``max_queue_delay`` (``queue_delay_factor=0``) above the longest time one handler holds
 the loop.
-
-Limitation: random arrivals below capacity are not told apart from an overload. At 0.8x
-capacity with calls arriving at random instants the server is busy for several service times in
-a row, calls wait past the target for longer than the window, and the ``cooldown`` keeps the
-refusals going: the benchmark refused over a third of such calls (none when the same rate is
-evenly paced). That is why shedding is off by default (see BENCHMARKS.md).
 
 Also: handlers that never ``await`` run one at a time, so their in-flight count stays
 near zero; the queueing delay still sees them. Sync handlers (run on a thread pool) are not
@@ -99,7 +107,18 @@ class SheddingPolicy:
     """Floor of the relative persistence window (below it, a pause of the loop would start shedding)."""
     max_lag: float = 0.05
     """Event-loop lag (seconds) above which the server counts as overloaded."""
+    arrival_factor: float = 2.0
+    """A queue that persists for the window sheds only while calls arrive at least this many times
+    as fast as the server has shown it can complete them (over two windows): a random burst below
+    capacity queues calls as long as the onset of an overload does, but does not bring calls in
+    at twice the rate. 0: every persistent queue sheds."""
+    sustained_interval: float = 0.2
+    """A queue that persists this long (seconds) sheds whatever the arrival rate: an overload too
+    mild for ``arrival_factor`` (a random burst at 0.8x capacity rarely lasts this long)."""
     cooldown: float = 1.0
+    """Once the server sheds, it does so until it is seen idle (no call in flight for the
+    persistence window), or at most until this long (seconds) after its last refusal (for servers
+    whose long-lived streams keep calls in flight)."""
     minimum_in_flight: int = 2
     window: float = 2.0
     probe_interval: float = 0.05
@@ -111,6 +130,7 @@ class SheddingPolicy:
             "interval",
             "min_interval",
             "max_lag",
+            "sustained_interval",
             "cooldown",
             "window",
             "probe_interval",
@@ -122,6 +142,8 @@ class SheddingPolicy:
             raise ConfigError(f"shedding.interval_factor: {self.interval_factor!r} must be within 0..100")
         if not 0 <= self.queue_delay_factor <= 10:
             raise ConfigError(f"shedding.queue_delay_factor: {self.queue_delay_factor!r} must be within 0..10")
+        if not 0 <= self.arrival_factor <= 100:
+            raise ConfigError(f"shedding.arrival_factor: {self.arrival_factor!r} must be within 0..100")
         if self.minimum_in_flight < 1:
             raise ConfigError(f"shedding.minimum_in_flight: {self.minimum_in_flight!r} must be >= 1")
 
@@ -144,8 +166,14 @@ class LoadShedder:
         self.lag = 0.0
         self.shed = 0
         self._last_shed = -math.inf
+        self._shedding = False
+        """In an episode: late calls are refused, prompt ones limited (see ``SheddingPolicy.cooldown``)."""
+        self._empty_since = -math.inf
+        """When the last call in flight ended, or the server refused one with none in flight."""
         self._above_since: float | None = None
         """When the queueing delay went above its target (None: it is below)."""
+        self._arrivals: collections.deque[float] = collections.deque()
+        """When the calls of the last two persistence windows came to admission."""
         self._probe: asyncio.Task[None] | None = None
         self._waiters: collections.deque[tuple[float, float, asyncio.Future[bool]]] = collections.deque()
         """Calls waiting for a slot, oldest first, each with when its wait budget ends and when its
@@ -241,9 +269,9 @@ class LoadShedder:
         """:meth:`admit`, except that a call refused only because every slot is taken waits for
         one: a prompt call for what is left of its queueing target (the CPU is then never idle
         for want of a call, and no admitted call has waited longer than that in all); a late call
-        before the queue has persisted for up to ``interval`` in all (a longer wait proves the
-        queue persists), so a burst below capacity is served late rather than refused. A freed
-        slot goes to the newest waiter (see :meth:`_release`)."""
+        before the server sheds for up to ``interval`` in all, and is then served late unless that
+        wait proved an overload (see :meth:`_overload_proven`), so a burst below capacity is not
+        refused. A freed slot goes to the newest waiter (see :meth:`_release`)."""
         if not self.policy.enabled:
             return True
         target, window = self._bounds()
@@ -252,6 +280,7 @@ class LoadShedder:
             self.in_flight += 1
             return True
         waited = queued or 0.0
+        began = self._clock() - waited
         budget = (window if waited > target else target) - waited
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
@@ -259,8 +288,7 @@ class LoadShedder:
             waiters = self._waiters
             while waiters and waiters[0][2].done():  # slots go to the newest: drop the old that are over
                 waiters.popleft()
-            now = self._clock()
-            waiters.append((now + budget, now - waited, waiter))
+            waiters.append((began + waited + budget, began, waiter))
             timer = loop.call_later(budget, _expire, waiter)
             try:
                 if await waiter:
@@ -271,18 +299,32 @@ class LoadShedder:
                 raise
             finally:
                 timer.cancel()
-        return self._refuse(self._clock())
+        now = self._clock()
+        if verdict is _FULL and not self._overloaded(now, now - began, window):
+            self.in_flight += 1  # a late call that waited out its budget below capacity: served late
+            return True
+        return self._refuse(now)
 
     def _decide(self, queued: float | None, target: float, window: float, may_wait: bool) -> int:
         """``may_wait``: the call can wait for a slot (:meth:`enter`), so a late one finding every
-        slot taken waits, even before the queue persists, instead of adding to the CPU's load."""
+        slot taken waits, even before the server sheds, instead of adding to the CPU's load."""
         now = self._clock()
+        arrivals = self._arrivals
+        arrivals.append(now)
+        horizon = now - 2 * window
+        while arrivals[0] < horizon:
+            arrivals.popleft()
+        if self._shedding and self._episode_over(now, window):
+            self._shedding = False
         late = queued is not None and queued > target
-        persists = self._queue_persists(late, now, queued or 0.0, window)
-        queueing = persists or now - self._last_shed < self.policy.cooldown
-        if late and queueing:
+        waited = queued or 0.0
+        persists = self._queue_persists(late, now, waited, window)
+        if persists and not self._shedding and self._overload_proven(now, waited, window):
+            self._shedding = True
+            self._last_shed = now  # the cooldown runs from the episode's start, then from each refusal
+        if late and self._shedding:
             return _LATE  # it already waited: serving it late helps nobody
-        overloaded = queueing or self.lag > self.policy.max_lag or (late and may_wait)
+        overloaded = self._shedding or self.lag > self.policy.max_lag or (late and may_wait)
         if overloaded and self.in_flight >= self.limit():
             return _FULL
         return _ADMIT
@@ -300,8 +342,41 @@ class LoadShedder:
             return False
         return now - self._above_since >= window
 
+    def _overload_proven(self, now: float, waited: float, window: float) -> bool:
+        """Whether a queue that persisted for ``window`` is an overload rather than a random
+        burst below capacity: calls arrived at least ``arrival_factor`` times as fast as the
+        server completed them at its best in the last ``window`` (any rate while nothing has
+        completed), or one call waited ``sustained_interval`` (a random burst at 0.8x capacity keeps
+        calls late for longer than that, as busy periods there are long-tailed, but rarely queues
+        one call that long)."""
+        policy = self.policy
+        if waited >= policy.sustained_interval:
+            return True
+        if not policy.arrival_factor:
+            return True
+        self._slot()
+        capacity = max(self._passed) / self._bucket_width
+        return not capacity or len(self._arrivals) >= policy.arrival_factor * capacity * 2 * window
+
+    def _overloaded(self, now: float, waited: float, window: float) -> bool:
+        """Whether a call that found every slot taken and waited ``waited`` in all is to be refused."""
+        if self._shedding or self.lag > self.policy.max_lag:
+            return True
+        return waited >= window and self._overload_proven(now, waited, window)
+
+    def _episode_over(self, now: float, window: float) -> bool:
+        """The server was idle (nothing in flight for the persistence window: no standing queue),
+        or nothing was refused for ``cooldown``. A shorter idle proves nothing: refusing every late
+        call empties the server now and then even at 3x capacity, until the next calls arrive."""
+        if self.in_flight == 0 and now - self._empty_since >= window:
+            return True
+        return now - self._last_shed >= self.policy.cooldown
+
     def _refuse(self, now: float) -> bool:
         self._last_shed = now
+        self._shedding = True
+        if self.in_flight == 0:
+            self._empty_since = now  # refusing is work: the server was not idle
         self.shed += 1
         return False
 
@@ -327,8 +402,7 @@ class LoadShedder:
         queue had persisted)."""
         waiters = self._waiters
         now = self._clock()
-        shedding = now - self._last_shed < self.policy.cooldown
-        target = self.queue_target() if shedding else math.inf
+        target = self.queue_target() if self._shedding else math.inf
         while waiters:
             expires, since, waiter = waiters.pop()
             if waiter.done():
@@ -339,6 +413,8 @@ class LoadShedder:
             waiter.set_result(True)
             return
         self.in_flight = max(0, self.in_flight - 1)
+        if not self.in_flight:
+            self._empty_since = now
 
 
 def _expire(waiter: asyncio.Future[bool]) -> None:
