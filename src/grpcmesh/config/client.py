@@ -148,7 +148,7 @@ class ClientConfig(_Section):
 
 
 class SheddingConfig(_Section):
-    """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED when the event loop lags."""
+    """``service.load_shedding:`` — refuse calls with RESOURCE_EXHAUSTED in an overload (README, "Load shedding")."""
 
     enabled: bool = False
     queue_delay_factor: Annotated[Number, pydantic.Field(ge=0.0, le=10.0)] = 0.3
