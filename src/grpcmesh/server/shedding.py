@@ -113,8 +113,9 @@ class SheddingPolicy:
     capacity queues calls as long as the onset of an overload does, but does not bring calls in
     at twice the rate. 0: every persistent queue sheds."""
     sustained_interval: float = 0.2
-    """A queue that persists this long (seconds) sheds whatever the arrival rate: an overload too
-    mild for ``arrival_factor`` (a random burst at 0.8x capacity rarely lasts this long)."""
+    """A call that waited this long (seconds) before its handler started proves an overload
+    whatever the arrival rate: one too mild for ``arrival_factor`` (a random burst at 0.8x
+    capacity keeps calls late for longer than this, but rarely makes one wait this long)."""
     cooldown: float = 1.0
     """Once the server sheds, it does so until it is seen idle (no call in flight for the
     persistence window), or at most until this long (seconds) after its last refusal (for servers
@@ -280,7 +281,8 @@ class LoadShedder:
             self.in_flight += 1
             return True
         waited = queued or 0.0
-        began = self._clock() - waited
+        now = self._clock()
+        began = now - waited
         budget = (window if waited > target else target) - waited
         if verdict is _FULL and budget > 0:
             loop = asyncio.get_running_loop()
@@ -288,7 +290,7 @@ class LoadShedder:
             waiters = self._waiters
             while waiters and waiters[0][2].done():  # slots go to the newest: drop the old that are over
                 waiters.popleft()
-            waiters.append((began + waited + budget, began, waiter))
+            waiters.append((now + budget, began, waiter))
             timer = loop.call_later(budget, _expire, waiter)
             try:
                 if await waiter:
@@ -300,7 +302,7 @@ class LoadShedder:
             finally:
                 timer.cancel()
         now = self._clock()
-        if verdict is _FULL and not self._overloaded(now, now - began, window):
+        if verdict is _FULL and not self._overloaded(now - began, window):
             self.in_flight += 1  # a late call that waited out its budget below capacity: served late
             return True
         return self._refuse(now)
@@ -319,7 +321,7 @@ class LoadShedder:
         late = queued is not None and queued > target
         waited = queued or 0.0
         persists = self._queue_persists(late, now, waited, window)
-        if persists and not self._shedding and self._overload_proven(now, waited, window):
+        if persists and not self._shedding and self._overload_proven(waited, window):
             self._shedding = True
             self._last_shed = now  # the cooldown runs from the episode's start, then from each refusal
         if late and self._shedding:
@@ -342,7 +344,7 @@ class LoadShedder:
             return False
         return now - self._above_since >= window
 
-    def _overload_proven(self, now: float, waited: float, window: float) -> bool:
+    def _overload_proven(self, waited: float, window: float) -> bool:
         """Whether a queue that persisted for ``window`` is an overload rather than a random
         burst below capacity: calls arrived at least ``arrival_factor`` times as fast as the
         server completed them at its best in the last ``window`` (any rate while nothing has
@@ -358,11 +360,11 @@ class LoadShedder:
         capacity = max(self._passed) / self._bucket_width
         return not capacity or len(self._arrivals) >= policy.arrival_factor * capacity * 2 * window
 
-    def _overloaded(self, now: float, waited: float, window: float) -> bool:
+    def _overloaded(self, waited: float, window: float) -> bool:
         """Whether a call that found every slot taken and waited ``waited`` in all is to be refused."""
         if self._shedding or self.lag > self.policy.max_lag:
             return True
-        return waited >= window and self._overload_proven(now, waited, window)
+        return waited >= window and self._overload_proven(waited, window)
 
     def _episode_over(self, now: float, window: float) -> bool:
         """The server was idle (nothing in flight for the persistence window: no standing queue),
