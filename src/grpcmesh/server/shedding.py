@@ -166,7 +166,8 @@ class LoadShedder:
         self.in_flight = 0
         self.lag = 0.0
         self.shed = 0
-        self._last_shed = -math.inf
+        self._renewed = -math.inf
+        """When the episode started or last refused a call: ``cooldown`` runs from here."""
         self._shedding = False
         """In an episode: late calls are refused, prompt ones limited (see ``SheddingPolicy.cooldown``)."""
         self._empty_since = -math.inf
@@ -323,7 +324,7 @@ class LoadShedder:
         persists = self._queue_persists(late, now, waited, window)
         if persists and not self._shedding and self._overload_proven(waited, window):
             self._shedding = True
-            self._last_shed = now  # the cooldown runs from the episode's start, then from each refusal
+            self._renewed = now
         if late and self._shedding:
             return _LATE  # it already waited: serving it late helps nobody
         overloaded = self._shedding or self.lag > self.policy.max_lag or (late and may_wait)
@@ -372,10 +373,10 @@ class LoadShedder:
         call empties the server now and then even at 3x capacity, until the next calls arrive."""
         if self.in_flight == 0 and now - self._empty_since >= window:
             return True
-        return now - self._last_shed >= self.policy.cooldown
+        return now - self._renewed >= self.policy.cooldown
 
     def _refuse(self, now: float) -> bool:
-        self._last_shed = now
+        self._renewed = now
         self._shedding = True
         if self.in_flight == 0:
             self._empty_since = now  # refusing is work: the server was not idle
