@@ -97,7 +97,8 @@ def test_a_new_unsampled_traceparent_is_valid_w3c_with_fresh_ids() -> None:
         assert parsed is not None
         assert parsed[2] is False  # "not sampled"
     assert unsampled_traceparent(TRACE, "b7ad6b7169203331") == UNSAMPLED  # given ids are kept
-    with mock.patch("grpcmesh.middleware.trace_context.random.getrandbits", side_effect=[0, 0, 5]):
+    zero = mock.patch("grpcmesh.middleware.trace_context.random.randbytes", return_value=bytes(24))
+    with zero, mock.patch("grpcmesh.middleware.trace_context.random.getrandbits", side_effect=[0, 5]):
         header = unsampled_traceparent()  # an all-zero draw (invalid in W3C) is drawn again
     assert parse_traceparent(header) is not None
     assert header.startswith("00-" + "0" * 31 + "1-")

@@ -239,7 +239,7 @@ class CallHost:
             return built
         if not self._reuse_metadata or type(metadata) is not tuple or not metadata:
             return metadata
-        built = grpc.aio.Metadata.from_tuple(metadata)
+        built = grpc.aio.Metadata(*metadata)  # what from_tuple does, one call fewer
         self._sent = (metadata, built)
         return built
 

@@ -268,12 +268,13 @@ class Tracing:
 
     def observe_client(self, call: ClientCall) -> ClientFinish | None:
         active = otel_context.get_current()  # empty (the common case): no span to look for in it
-        current = trace.get_current_span(active).get_span_context() if active else trace.INVALID_SPAN_CONTEXT
+        current = trace.get_current_span(active).get_span_context() if active else None
         forced = False
-        if current.is_valid:
+        if current is not None and current.is_valid:
             decision: bool | None = current.trace_flags.sampled
             header = None if decision else f"00-{current.trace_id:032x}-{current.span_id:016x}-00"
         else:
+            current = None
             header = carried_traceparent()
             if header is not None:
                 decision = False
@@ -291,7 +292,7 @@ class Tracing:
             span = self._spans.start(
                 f"{call.service}/{call.method}",
                 SpanKind.CLIENT,
-                current if current.is_valid else None,
+                current,
                 _client_attributes(call),
             )
         else:
