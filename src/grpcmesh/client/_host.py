@@ -229,9 +229,9 @@ class CallHost:
         """``metadata`` as an attempt hands it to grpc.aio.
 
         grpc.aio turns a metadata tuple into a ``grpc.aio.Metadata`` (an ordered dict of lists)
-        on every call: ~3 µs for one entry. The tuple most calls send is the same object call
-        after call (the signed ``x-mesh-auth`` header, fixed for a second), so it is turned once
-        here and that object reused; grpc.aio only reads it. Not on channels with user
+        on every call: ~1.3 µs for one entry (a tight loop, grpcio 1.85). The tuple most calls
+        send is the same object call after call (the signed ``x-mesh-auth`` header, fixed for a
+        second), so it is turned once here and that object reused; grpc.aio only reads it. Not on channels with user
         interceptors, which may change the metadata they are given in place.
         """
         tuple_, built = self._sent
